@@ -1,0 +1,146 @@
+"""The `rohydr` command line: one subcommand per pipeline step; Snakemake rules call these."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from rohydr import __version__
+from rohydr.errors import RohydrError
+
+# subcommand -> "module:function"; modules are imported only when their command runs.
+HANDLERS = {
+    "synth": "rohydr.data.synthetic:cli_synth",
+    "validate": "rohydr.data.validate:cli_validate",
+    "convert": "rohydr.data.convert:cli_convert",
+    "describe": "rohydr.models.describe:cli_describe",
+    "config": "rohydr.training.run_config:cli_config",
+    "pretrain": "rohydr.training.pretrain:cli_pretrain",
+    "train": "rohydr.training.train:cli_train",
+    "masks": "rohydr.evaluation.masks:cli_masks",
+    "evaluate": "rohydr.evaluation.evaluate:cli_evaluate",
+    "aggregate": "rohydr.reporting.tables:cli_aggregate",
+    "plots": "rohydr.reporting.figures:cli_plots",
+    "bench": "rohydr.training.bench:cli_bench",
+}
+
+
+def _add_runtime_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (CUDA when visible, else CPU), cpu, cuda, cuda:N")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast on CUDA")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rohydr", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"rohydr {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("synth", help="write a synthetic dataset in the MMSA pickle layout")
+    p.add_argument("out", help="output pickle")
+    p.add_argument("--like", choices=("mosi", "mosei"), default="mosi", help="dims of MOSI (768/5/20) or MOSEI (768/74/35)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sizes", type=int, nargs=3, metavar=("TRAIN", "VALID", "TEST"), default=None,
+                   help="split sizes (default: a small set for CPU runs)")
+    p.add_argument("--length", type=int, default=50, help="sequence length L")
+
+    p = sub.add_parser("validate", help="check an MMSA pickle without executing code; JSON report")
+    p.add_argument("pickle")
+    p.add_argument("--report", help="write the JSON report here (default: stdout)")
+
+    p = sub.add_parser("convert", help="validate an MMSA pickle and convert it to HDF5")
+    p.add_argument("pickle")
+    p.add_argument("out", help="output .h5")
+    p.add_argument("--text-encoder", choices=("features", "bert"), default="features")
+    p.add_argument("--bert", help="local BERT model directory (or $ROHYDR_BERT_DIR)")
+    p.add_argument("--report", help="also write the validation report here")
+
+    p = sub.add_parser("describe", help="parameter count of each model component")
+    p.add_argument("--preset", default="mosi")
+    p.add_argument("--dims", type=int, nargs=3, metavar=("L", "A", "V"), default=(768, 5, 20))
+    p.add_argument("--length", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("config", help="resolve a preset plus overrides into a run configuration JSON")
+    p.add_argument("out")
+    p.add_argument("--preset", default="mosi")
+    p.add_argument("--override", action="append", default=[], help="JSON object deep-merged on top (repeatable)")
+
+    p = sub.add_parser("pretrain", help="complete-modality pretraining of extractor, fusion and head")
+    p.add_argument("--data", required=True, help="features.h5")
+    p.add_argument("--run-config", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="checkpoint (model.pt)")
+    p.add_argument("--log", required=True, help="per-epoch CSV log")
+    _add_runtime_args(p)
+
+    p = sub.add_parser("train", help="RoHyDR's multi-stage optimization from the pretrained checkpoint")
+    p.add_argument("--data", required=True)
+    p.add_argument("--run-config", required=True)
+    p.add_argument("--pretrained", required=True, help="checkpoint of `rohydr pretrain` or of an earlier stage")
+    p.add_argument("--masks", required=True, help="masks.h5 (fixed validation masks)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stage", choices=("all", "1", "2", "3"), default="all",
+                   help="sequential schedule: train this stage alone")
+    p.add_argument("--out", required=True)
+    p.add_argument("--log", required=True)
+    _add_runtime_args(p)
+
+    p = sub.add_parser("masks", help="fixed availability masks of the validation and test splits")
+    p.add_argument("--data", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="masks.h5")
+
+    p = sub.add_parser("evaluate", help="score a trained model on every missing condition")
+    p.add_argument("--data", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--masks", required=True)
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler noise")
+    p.add_argument("--split", default="test", choices=("valid", "test"))
+    p.add_argument("--out", required=True, help="eval.csv")
+    p.add_argument("--predictions", required=True, help="predictions.csv.gz")
+    _add_runtime_args(p)
+
+    p = sub.add_parser("aggregate", help="paper-style tables across seeds and variants")
+    p.add_argument("--dataset", required=True, help="dataset name (rows of quoted literature for mosi/mosei)")
+    p.add_argument("--eval", nargs="+", required=True, metavar="CSV",
+                   help="eval.csv files, each under results/{dataset}/{variant}/seed{seed}/")
+    p.add_argument("--literature", default="auto", help="'auto' (by --peers-key), 'none' or a CSV file")
+    p.add_argument("--peers-key", default=None, help="MOSI or MOSEI: which quoted rows to add")
+    p.add_argument("--ablation", nargs="*", default=None, metavar="VARIANT", help="variants of the ablation table")
+    p.add_argument("--out-dir", required=True)
+
+    p = sub.add_parser("plots", help="figures: metric vs missing rate, training curves, recovery quality")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--eval", nargs="+", required=True, metavar="CSV")
+    p.add_argument("--train-logs", nargs="*", default=[], metavar="CSV")
+    p.add_argument("--out-dir", required=True)
+
+    p = sub.add_parser("bench", help="training and evaluation throughput and peak memory")
+    p.add_argument("--preset", default="mosi")
+    p.add_argument("--data", help="features.h5 (default: a MOSI-sized synthetic set in memory)")
+    p.add_argument("--override", action="append", default=[], help="JSON run-config override (repeatable)")
+    p.add_argument("--batches", type=int, default=4, help="training batches to time")
+    p.add_argument("--eval-samples", type=int, default=0, help="evaluate on this many test samples (0: all)")
+    p.add_argument("--json", dest="json_out", help="write results here")
+    _add_runtime_args(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module_name, function_name = HANDLERS[args.command].split(":")
+    handler = getattr(importlib.import_module(module_name), function_name)
+    try:
+        return handler(args) or 0
+    except RohydrError as error:
+        print(f"rohydr {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rohydr {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""The one exception type the command line turns into a clear message and a non-zero exit."""
+
+
+class RohydrError(Exception):
+    """A user-facing error: the message names the file, split, key, what was found and expected."""

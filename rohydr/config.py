@@ -198,5 +198,10 @@ def run_config_from_dict(values: dict) -> RunConfig:
 
 
 def load_run_config(path: str | Path) -> RunConfig:
-    with open(path) as handle:
-        return run_config_from_dict(json.load(handle))
+    from rohydr.errors import RohydrError
+
+    try:
+        with open(path) as handle:
+            return run_config_from_dict(json.load(handle))
+    except (OSError, json.JSONDecodeError, ValueError, TypeError) as error:
+        raise RohydrError(f"run configuration {path}: {error}") from None

@@ -1,0 +1,21 @@
+# rohydr: RoHyDR on MMSA feature pickles, from validation to paper-style tables.
+# The rules live in workflow/rules/, one file per stage; the work is done by the `rohydr` command.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: f"{workflow.basedir}/config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

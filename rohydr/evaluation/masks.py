@@ -1,0 +1,241 @@
+"""Fixed availability masks of the validation and test splits, saved once so every method sees the same.
+
+A mask is a bool array (N, 3) in (l, a, v) order; True = the modality is available. Conditions:
+- the seven fixed patterns, named by the AVAILABLE modalities: l, a, v, la, lv, av, complete;
+- mr0.1 .. mr0.7: the IMDer missing-rate protocol, per sample: exact fractions of samples with two and
+  with one missing modality (MR_FRACTIONS), the rest complete, which modalities remain uniform at random;
+- batch_mr0.7: the reference implementation's draw at MR 0.7 with batches of 32 in split order, one
+  pattern per batch (draw_batch_mr_masks).
+Each condition has its own random stream, seeded by (seed, split, condition) only: the masks depend on
+nothing but the split sizes and the seed, so every variant of a seed is scored on identical masks.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from rohydr import MODALITIES, SPLITS
+from rohydr.errors import RohydrError
+from rohydr.io import atomic_path
+
+PATTERNS: dict[str, tuple[bool, bool, bool]] = {
+    "l": (True, False, False),
+    "a": (False, True, False),
+    "v": (False, False, True),
+    "la": (True, True, False),
+    "lv": (True, False, True),
+    "av": (False, True, True),
+    "complete": (True, True, True),
+}
+MISSING_PATTERNS = ("l", "a", "v", "la", "lv", "av")
+
+# nominal MR -> (fraction of samples with two missing, fraction with one missing); IMDer's protocol.
+MR_FRACTIONS = {0.1: (0.1, 0.1), 0.2: (0.2, 0.2), 0.3: (0.3, 0.3), 0.4: (0.5, 0.2), 0.5: (0.7, 0.1),
+                0.6: (0.9, 0.0), 0.7: (1.0, 0.0)}
+MR_CONDITIONS = tuple(f"mr{mr:.1f}" for mr in MR_FRACTIONS)
+BATCH_MR = 0.7
+BATCH_SIZE = 32  # the reference's MOSI batch size
+BATCH_CONDITION = f"batch_mr{BATCH_MR:.1f}"
+CONDITIONS = (*PATTERNS, *MR_CONDITIONS, BATCH_CONDITION)
+# condition -> nominal missing rate (absent for the fixed patterns)
+NOMINAL_MR = {**{f"mr{mr:.1f}": mr for mr in MR_FRACTIONS}, BATCH_CONDITION: BATCH_MR}
+MASK_SPLITS = ("valid", "test")
+
+
+def protocol_of(condition: str) -> str:
+    if condition in PATTERNS:
+        return "pattern"
+    if condition in MR_CONDITIONS:
+        return "mr"
+    if condition == BATCH_CONDITION:
+        return "batch_mr"
+    raise KeyError(f"unknown condition {condition!r}; known: {', '.join(CONDITIONS)}")
+
+
+def mr_fractions(mr: float) -> tuple[float, float]:
+    """(two-missing, one-missing) fractions of a nominal MR; MR 0 is all complete."""
+    key = round(float(mr), 1)
+    if key == 0.0 and abs(mr) < 1e-9:
+        return 0.0, 0.0
+    if key not in MR_FRACTIONS or abs(key - mr) > 1e-9:
+        raise RohydrError(f"missing rate {mr} is not one of 0, {', '.join(map(str, MR_FRACTIONS))}")
+    return MR_FRACTIONS[key]
+
+
+def pattern_mask(name: str, n: int) -> np.ndarray:
+    return np.tile(np.array(PATTERNS[name], dtype=bool), (n, 1))
+
+
+def _rows_keeping(k: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` rows with exactly k available modalities, chosen uniformly; (count, 3) bool."""
+    rows = np.zeros((count, 3), dtype=bool)
+    if k == 1:
+        rows[np.arange(count), rng.integers(3, size=count)] = True
+    elif k == 2:
+        rows[:] = True
+        rows[np.arange(count), rng.integers(3, size=count)] = False
+    else:
+        rows[:] = True
+    return rows
+
+
+def _round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5 + 1e-9))
+
+
+def draw_mr_masks(n: int, mr: float, rng: np.random.Generator) -> np.ndarray:
+    """Per-sample draw: exactly round(f2 n) samples keep one modality, round(f1 n) keep two; (n, 3) bool."""
+    f2, f1 = mr_fractions(mr)
+    n_two = min(_round_half_up(f2 * n), n)
+    n_one = min(_round_half_up(f1 * n), n - n_two)
+    order = rng.permutation(n)
+    mask = np.ones((n, 3), dtype=bool)
+    mask[order[:n_two]] = _rows_keeping(1, n_two, rng)
+    mask[order[n_two:n_two + n_one]] = _rows_keeping(2, n_one, rng)
+    return mask
+
+
+def draw_batch_mr_masks(n: int, batch_size: int, mr: float, rng: np.random.Generator) -> np.ndarray:
+    """The reference's per-batch draw, by position: consecutive batches of `batch_size` rows share one pattern.
+
+    Walking the batches in order, a batch misses two modalities while (two-missing batches so far) /
+    D < f2, else one modality while (one-missing batches so far) / D < f1, else none; D is the
+    number of batches rounded to a multiple of ten (as in the reference, so the last batches may stay
+    complete). The available modalities of a batch are a uniform random subset of the right size.
+    Fixes against the reference: mr indexes its fractions directly (the reference turns mr = 0 into
+    0.7), and D falls back to the batch count when rounding gives 0 (fewer than 5 batches), where the
+    reference divides by zero and leaves everything complete.
+    """
+    f2, f1 = mr_fractions(mr)
+    n_batches = math.ceil(n / batch_size)
+    denominator = float(np.round(n_batches / 10) * 10) or float(n_batches)
+    mask = np.ones((n, 3), dtype=bool)
+    two_missing = one_missing = 0
+    for b in range(n_batches):
+        if two_missing / denominator < f2:
+            available, two_missing = 1, two_missing + 1
+        elif one_missing / denominator < f1:
+            available, one_missing = 2, one_missing + 1
+        else:
+            available = 3
+        row = np.zeros(3, dtype=bool)
+        row[rng.choice(3, size=available, replace=False)] = True
+        mask[b * batch_size:(b + 1) * batch_size] = row
+    return mask
+
+
+def realized_missing_rate(mask: np.ndarray) -> float:
+    """Missing entries / (3 N)."""
+    mask = np.asarray(mask, dtype=bool)
+    return float((~mask).sum() / mask.size) if mask.size else float("nan")
+
+
+def condition_rng(seed: int, split: str, condition: str) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, SPLITS.index(split), CONDITIONS.index(condition)]))
+
+
+def condition_mask(condition: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    protocol = protocol_of(condition)
+    if protocol == "pattern":
+        return pattern_mask(condition, n)
+    if protocol == "mr":
+        return draw_mr_masks(n, NOMINAL_MR[condition], rng)
+    return draw_batch_mr_masks(n, BATCH_SIZE, NOMINAL_MR[condition], rng)
+
+
+def make_masks(sizes: dict[str, int], seed: int) -> dict[str, dict[str, np.ndarray]]:
+    """split -> condition -> (N, 3) bool for the validation and test splits."""
+    if int(seed) < 0:
+        raise RohydrError(f"mask seed must be >= 0, got {seed}")
+    missing = [split for split in MASK_SPLITS if split not in sizes]
+    if missing:
+        raise RohydrError(f"make_masks: no size for split(s) {missing}; got {sorted(sizes)}")
+    return {split: {condition: condition_mask(condition, int(sizes[split]), condition_rng(int(seed), split, condition))
+                    for condition in CONDITIONS}
+            for split in MASK_SPLITS}
+
+
+def write_masks(path, masks: dict[str, dict[str, np.ndarray]], seed: int, source: str) -> None:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        h5.attrs["seed"] = int(seed)
+        h5.attrs["source"] = str(source)
+        h5.attrs["modalities"] = ",".join(MODALITIES)
+        for split, by_condition in masks.items():
+            group = h5.create_group(split)
+            n = len(next(iter(by_condition.values()))) if by_condition else 0
+            h5.attrs[f"n_{split}"] = n
+            group.attrs["n"] = n
+            for condition, mask in by_condition.items():
+                data = group.create_dataset(condition, data=np.asarray(mask, dtype=np.uint8))
+                data.attrs["nominal_mr"] = float(NOMINAL_MR.get(condition, np.nan))
+                data.attrs["realized_mr"] = realized_missing_rate(mask)
+                data.attrs["protocol"] = protocol_of(condition)
+
+
+def _read_mask(h5: h5py.File, path: str, split: str, condition: str) -> np.ndarray:
+    where = f"masks {path}: split {split!r}, condition {condition!r}"
+    if condition not in h5[split]:
+        raise RohydrError(f"{where}: missing; expected the conditions {', '.join(CONDITIONS)} "
+                          "(rerun `rohydr masks`)")
+    node = h5[split][condition]
+    if not isinstance(node, h5py.Dataset) or node.ndim != 2 or node.shape[1] != 3:
+        shape = getattr(node, "shape", "a group")
+        raise RohydrError(f"{where}: found shape {shape}, expected (N, 3) in (l, a, v) order")
+    values = node[()]
+    if not np.isin(values, (0, 1)).all():
+        raise RohydrError(f"{where}: found values {np.unique(values)[:5]}, expected 0/1")
+    mask = values.astype(bool)
+    if (~mask).all(axis=1).any():
+        raise RohydrError(f"{where}: {int((~mask).all(axis=1).sum())} rows have no available modality")
+    return mask
+
+
+def load_masks(path, split: str) -> dict[str, np.ndarray]:
+    """condition -> (N, 3) bool for one split, ordered as CONDITIONS."""
+    if not Path(path).is_file():
+        raise RohydrError(f"masks {path}: no such file (make it with `rohydr masks`)")
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as error:
+        raise RohydrError(f"masks {path}: not a readable HDF5 file ({error})") from None
+    with h5:
+        if split not in h5 or not isinstance(h5[split], h5py.Group):
+            raise RohydrError(f"masks {path}: no split {split!r}; found {sorted(h5)}, expected {list(MASK_SPLITS)}")
+        masks = {condition: _read_mask(h5, path, split, condition) for condition in CONDITIONS}
+    sizes = {len(mask) for mask in masks.values()}
+    if len(sizes) != 1:
+        raise RohydrError(f"masks {path}: split {split!r} has conditions of different lengths {sorted(sizes)}")
+    return masks
+
+
+def split_sizes(data) -> dict[str, int]:
+    """N per masked split, from the labels of a features.h5."""
+    if not Path(data).is_file():
+        raise RohydrError(f"features {data}: no such file")
+    try:
+        h5 = h5py.File(data, "r")
+    except OSError as error:
+        raise RohydrError(f"features {data}: not a readable HDF5 file ({error})") from None
+    with h5:
+        sizes = {}
+        for split in MASK_SPLITS:
+            key = f"{split}/labels"
+            if key not in h5:
+                raise RohydrError(f"features {data}: no dataset /{key} (expected the layout of `rohydr convert`)")
+            sizes[split] = int(h5[key].shape[0])
+    return sizes
+
+
+def cli_masks(args) -> int:
+    sizes = split_sizes(args.data)
+    masks = make_masks(sizes, args.seed)
+    write_masks(args.out, masks, args.seed, str(args.data))
+    for split, by_condition in masks.items():
+        rates = ", ".join(f"{name} {realized_missing_rate(mask):.3f}" for name, mask in by_condition.items()
+                          if name in NOMINAL_MR)
+        print(f"{split} (N={sizes[split]}): realized missing rates {rates}")
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,139 @@
+"""`rohydr bench`: training throughput per stage and per epoch, evaluation throughput over every
+condition, and peak memory, for one preset and run configuration. A benchmark, not a test.
+
+Peak memory is the process's (CPU: maximum resident set size; CUDA: maximum allocated), so compare
+settings in separate invocations.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rohydr.config import build_run_config
+from rohydr.data.dataset import FeatureStore
+from rohydr.errors import RohydrError
+from rohydr.evaluation.evaluate import EVAL_BATCH, predict_patterns
+from rohydr.evaluation.masks import CONDITIONS, PATTERNS, draw_mr_masks
+from rohydr.io import write_text_atomic
+from rohydr.training.checkpoint import build_model
+from rohydr.training.run_config import parse_overrides
+from rohydr.training.runtime import configure_runtime, peak_memory_mb, seed_everything
+from rohydr.training.train import StageRunner
+
+MOSI_SIZES = (1284, 229, 686)
+
+
+def synthetic_features(folder: Path) -> Path:
+    """A MOSI-sized synthetic dataset (dims 768/5/20, length 50) converted to HDF5 in `folder`."""
+    from rohydr.data.convert import convert
+    from rohydr.data.synthetic import make_synthetic, write_pickle
+
+    pickle_path, h5_path = folder / "bench.pkl", folder / "bench.h5"
+    write_pickle(make_synthetic(like="mosi", seed=0, sizes=MOSI_SIZES, length=50), pickle_path)
+    convert(pickle_path, h5_path)
+    return h5_path
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_training(runner: StageRunner, split, batches: int, device: torch.device) -> dict:
+    """Seconds per batch of each stage at the training MR, over `batches` batches after one warm-up."""
+    cfg = runner.cfg
+    rng = np.random.default_rng(0)
+    avail = torch.from_numpy(draw_mr_masks(len(split), cfg.train_mr, rng)).to(device)
+    order = torch.from_numpy(rng.permutation(len(split)))
+    stages = [s for s, runs in (("stage1", runner.runs_stage1), ("stage2", runner.runs_stage2), ("stage3", True))
+              if runs]
+    if cfg.schedule == "joint":
+        stages = ["joint"]
+    seconds = {stage: 0.0 for stage in stages}
+    runner.model.train()
+    for b in range(batches + 1):
+        index = order[(b * cfg.batch_size) % len(split):][:cfg.batch_size].to(device)
+        batch, batch_avail = split.batch(index), avail[index]
+        for stage in stages:
+            _sync(device)
+            start = time.perf_counter()
+            if stage == "joint":
+                runner.joint(batch, batch_avail, has_missing=True)
+            else:
+                getattr(runner, stage)(batch, batch_avail)
+            _sync(device)
+            if b > 0:  # the first batch warms up allocators and kernels
+                seconds[stage] += time.perf_counter() - start
+    return {stage: total / batches for stage, total in seconds.items()}
+
+
+def bench(preset: str, overrides: list[dict], data: str | None, batches: int, eval_samples: int,
+          device: torch.device, bf16: bool) -> dict:
+    run_config = build_run_config(preset, *overrides)
+    seed_everything(0, "bench")
+    with tempfile.TemporaryDirectory() as folder:
+        path = data or synthetic_features(Path(folder))
+        with FeatureStore(path) as store:
+            train_split, test_split = store.split("train").to(device), store.split("test").to(device)
+            dims, length = store.dims, store.length
+    model = build_model(run_config, dims, length).to(device)
+    runner = StageRunner(model, run_config, device, bf16, stage="all")
+    per_batch = time_training(runner, train_split, batches, device)
+    batch_seconds = sum(per_batch.values())
+    n_batches = math.ceil(len(train_split) / run_config.train.batch_size)
+
+    if eval_samples:
+        keep = slice(0, min(eval_samples, len(test_split)))
+        test_split = dataclasses.replace(test_split, text=test_split.text[keep], audio=test_split.audio[keep],
+                                         vision=test_split.vision[keep], labels=test_split.labels[keep],
+                                         ids=test_split.ids[keep], text_mask=None)
+    _sync(device)
+    start = time.perf_counter()
+    predict_patterns(model, test_split, 0, device, bf16, list(PATTERNS))
+    _sync(device)
+    eval_seconds = time.perf_counter() - start
+    return {
+        "preset": preset, "overrides": overrides, "device": str(device), "bf16": bf16,
+        "threads": torch.get_num_threads(), "batch_size": run_config.train.batch_size,
+        "train_mr": run_config.train.train_mr, "train_samples": len(train_split),
+        "seconds_per_batch": {**{k: round(v, 4) for k, v in per_batch.items()}, "total": round(batch_seconds, 4)},
+        "samples_per_second": {stage: round(run_config.train.batch_size / s, 2) for stage, s in per_batch.items()},
+        "epoch_seconds_estimate": round(batch_seconds * n_batches, 1),
+        "eval_samples": len(test_split), "eval_conditions": len(CONDITIONS), "eval_batch": EVAL_BATCH,
+        "eval_seconds": round(eval_seconds, 2),
+        "eval_samples_per_second": round(len(test_split) * len(PATTERNS) / eval_seconds, 1),
+        "peak_memory_mb": round(peak_memory_mb(device), 1),
+    }
+
+
+def format_table(result: dict) -> str:
+    lines = [f"preset {result['preset']} on {result['device']} ({result['threads']} threads), "
+             f"batch {result['batch_size']}, training MR {result['train_mr']}, overrides {result['overrides']}"]
+    for stage, seconds in result["seconds_per_batch"].items():
+        rate = result["samples_per_second"].get(stage)
+        lines.append(f"  train {stage:<8} {seconds:9.3f} s/batch" + (f"  {rate:9.1f} samples/s" if rate else ""))
+    lines.append(f"  train epoch    {result['epoch_seconds_estimate']:9.1f} s (estimate, "
+                 f"{result['train_samples']} samples)")
+    lines.append(f"  evaluate       {result['eval_seconds']:9.2f} s for {result['eval_conditions']} conditions "
+                 f"over {result['eval_samples']} samples")
+    lines.append(f"  peak memory    {result['peak_memory_mb']:9.1f} MB")
+    return "\n".join(lines)
+
+
+def cli_bench(args) -> int:
+    device = configure_runtime(args)
+    if args.batches < 1:
+        raise RohydrError("--batches must be at least 1")
+    result = bench(args.preset, parse_overrides(args.override), args.data, args.batches, args.eval_samples,
+                   device, args.bf16)
+    print(format_table(result))
+    if args.json_out:
+        write_text_atomic(args.json_out, json.dumps(result, indent=2) + "\n")
+    return 0

@@ -1,0 +1,100 @@
+"""Complete-modality pretraining of the feature extractor, the fusion network and the emotion head.
+
+The reference implementation loads `pretrained-<dataset>.pth` but ships neither the weights nor the code
+that makes them; this stage makes them: L1 regression on complete inputs, Adam, early stopping on the
+validation L1. One checkpoint per dataset and seed, shared by every variant.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rohydr.config import load_run_config
+from rohydr.data.dataset import FeatureStore
+from rohydr.evaluation.metrics import score
+from rohydr.training.checkpoint import build_model, save_checkpoint
+from rohydr.training.loop import EpochLoop, epoch_batches
+from rohydr.training.runtime import autocast, configure_runtime, derived_seed, seed_everything
+
+PRETRAINED_COMPONENTS = ["extractor", "fusion", "head"]
+LOG_COLUMNS = ["epoch", "wall_s", "lr", "train_l1", "val_l1", "val_acc2", "val_f1"]
+
+
+def complete_prediction(model, text, audio, vision) -> torch.Tensor:
+    return model.predict_head(model.fuse(model.extract(text, audio, vision)))
+
+
+@torch.no_grad()
+def complete_predictions(model, split, batch_size, device, bf16=False) -> np.ndarray:
+    """(N,) predictions of the backbone on complete inputs, eval mode."""
+    model.eval()
+    predictions = []
+    for start in range(0, len(split), batch_size):
+        (text, audio, vision), _ = split.batch(torch.arange(start, min(start + batch_size, len(split))))
+        with autocast(device, bf16):
+            y = complete_prediction(model, text.to(device), audio.to(device), vision.to(device))
+        predictions.append(y.float().cpu())
+    return torch.cat(predictions).numpy()
+
+
+def validate_complete(model, split, batch_size, device, bf16=False) -> dict:
+    y_pred = complete_predictions(model, split, batch_size, device, bf16)
+    metrics = score(y_pred, split.labels.cpu().numpy())
+    return {"val_l1": float(metrics["mae"]), "val_acc2": metrics["acc2_non0"], "val_f1": metrics["f1_non0"]}
+
+
+def pretrain(data: str, run_config_path: str, seed: int, out: str, log: str, device: torch.device,
+             bf16: bool = False, progress: bool = True) -> dict:
+    run_config = load_run_config(run_config_path)
+    cfg = run_config.pretrain
+    seed_everything(seed, "init")
+    with FeatureStore(data) as store:
+        train_split = store.split("train").to(device)
+        valid_split = store.split("valid").to(device)
+        dims, length = store.dims, store.length
+    model = build_model(run_config, dims, length).to(device)
+    parameters = [p for name in PRETRAINED_COMPONENTS for p in getattr(model, name).parameters()]
+    optimizer = torch.optim.Adam(parameters, lr=cfg.lr)
+
+    def train_epoch(epoch: int) -> dict:
+        rng = np.random.default_rng(derived_seed(seed, "pretrain-order", epoch))
+        total = torch.zeros((), device=device)
+        batches = epoch_batches(len(train_split), cfg.batch_size, rng)
+        for index in batches:
+            (text, audio, vision), labels = train_split.batch(index.to(device))
+            with autocast(device, bf16):
+                y = complete_prediction(model, text, audio, vision)
+            loss = F.l1_loss(y.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_value_(parameters, cfg.grad_clip)
+            optimizer.step()
+            total += loss.detach()
+        return {"train_l1": float(total) / len(batches)}
+
+    loop = EpochLoop(
+        model=model, optimizers={"main": optimizer}, scheduler=None, train_epoch=train_epoch,
+        validate=lambda: validate_complete(model, valid_split, cfg.batch_size * 4, device, bf16),
+        monitor="val_l1", max_epochs=cfg.max_epochs, early_stop=cfg.early_stop, seed=seed,
+        log_path=Path(log), columns=LOG_COLUMNS, progress=progress,
+        fingerprint={"stage": "pretrain", "run_config": run_config.to_dict(), "data": str(Path(data).resolve()),
+                     "seed": seed},
+    )
+    best_weights, best_row = loop.run()
+    save_checkpoint(out, {
+        "kind": "pretrain", "run_config": run_config.to_dict(), "dims": list(dims), "length": length,
+        "state_dict": best_weights, "seed": seed, "best": best_row,
+    })
+    loop.finish()
+    return best_row
+
+
+def cli_pretrain(args) -> int:
+    device = configure_runtime(args)
+    best = pretrain(args.data, args.run_config, args.seed, args.out, args.log, device, args.bf16,
+                    progress=not args.no_progress)
+    print(f"best epoch {best['epoch']}: val_l1 {best['val_l1']:.4f} val_acc2 {best['val_acc2']:.4f}")
+    return 0

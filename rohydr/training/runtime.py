@@ -1,0 +1,60 @@
+"""Device, threads, seeding and precision: the same choices for every command that runs a model."""
+from __future__ import annotations
+
+import contextlib
+import random
+import zlib
+
+import numpy as np
+import torch
+
+from rohydr.errors import RohydrError
+
+
+def select_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RohydrError(f"--device {name}: CUDA is not available on this machine (use --device cpu or auto)")
+    return device
+
+
+def configure_runtime(args) -> torch.device:
+    """Apply --threads and --device; CPU runs are made deterministic."""
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    device = select_device(args.device)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+def derived_seed(*parts: int | str) -> int:
+    """A stable 31-bit seed from several parts (seed, epoch, purpose...), the same on every machine."""
+    return zlib.crc32("/".join(str(p) for p in parts).encode()) & 0x7FFFFFFF
+
+
+def seed_everything(*parts: int | str) -> None:
+    seed = derived_seed(*parts)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def autocast(device: torch.device, bf16: bool):
+    """bf16 autocast on CUDA when asked for; a no-op elsewhere."""
+    if bf16 and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

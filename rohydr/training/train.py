@@ -1,0 +1,254 @@
+"""RoHyDR's multi-stage optimization (method.md), from the pretrained checkpoint.
+
+On every batch with a missing modality, in order: stage 1 (unimodal recovery: diffusion and
+unimodal reconstructor), stage 2 (a discriminator step with its own optimizer, then the multimodal
+reconstructor's adversarial + L1 step), stage 3 (the emotion loss of both branches, gradients clipped
+by value). Complete batches run stage 3 alone. Two other schedules serve the ablations: `joint` (one
+step on the summed losses) and `sequential` (each stage trained alone, one command per stage).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rohydr.config import RunConfig, load_run_config
+from rohydr.data.dataset import FeatureStore
+from rohydr.errors import RohydrError
+from rohydr.evaluation.masks import draw_batch_mr_masks, draw_mr_masks, load_masks
+from rohydr.evaluation.metrics import score
+from rohydr.evaluation.predict import predict
+from rohydr.models.objectives import (
+    discriminator_loss,
+    stage1_loss,
+    stage2_generator_loss,
+    stage3_loss,
+)
+from rohydr.training.checkpoint import (
+    build_model,
+    check_data_matches,
+    load_checkpoint,
+    load_components,
+    save_checkpoint,
+)
+from rohydr.training.loop import EpochLoop, epoch_batches, progress_bar
+from rohydr.training.pretrain import PRETRAINED_COMPONENTS
+from rohydr.training.runtime import autocast, configure_runtime, derived_seed, seed_everything
+
+GROUPS = ("extractor", "diffusion", "unimodal_reconstructor", "fusion", "multimodal_reconstructor",
+          "discriminator", "head")
+GRAD_STAGES = ("stage1", "stage2", "stage3", "joint")
+LOSS_COLUMNS = ["stage1_loss", "stage1_diffusion", "stage1_reconstruction", "disc_loss", "stage2_loss",
+                "stage2_adversarial", "stage2_l1", "stage3_loss", "joint_loss"]
+VALID_COLUMNS = ["val_l1", "val_acc2", "val_f1", "val_recon_mse", "val_fusion_l1"]
+LOG_COLUMNS = (["epoch", "wall_s", "lr"] + LOSS_COLUMNS
+               + [f"gradnorm_{stage}_{group}" for stage in GRAD_STAGES for group in GROUPS] + VALID_COLUMNS)
+# What each training command selects its best epoch by.
+MONITOR = {"all": "val_l1", "1": "val_recon_mse", "2": "val_fusion_l1", "3": "val_l1"}
+
+
+class StageRunner:
+    """Runs the optimization stages on one batch and accumulates what the log reports."""
+
+    def __init__(self, model, run_config: RunConfig, device: torch.device, bf16: bool, stage: str):
+        self.model, self.cfg, self.device, self.bf16 = model, run_config.train, device, bf16
+        self.model_cfg = run_config.model
+        self.stage = stage
+        if self.cfg.freeze_extractor:
+            model.extractor.requires_grad_(False)
+        groups = model.parameter_groups()
+        self.groups = {name: [p for p in groups[name] if p.requires_grad] for name in GROUPS}
+        self.main_params = [p for name in GROUPS if name != "discriminator" for p in self.groups[name]]
+        self.main = torch.optim.Adam(self.main_params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        self.disc = torch.optim.Adam(self.groups["discriminator"], lr=self.cfg.disc_lr,
+                                     weight_decay=self.cfg.disc_weight_decay)
+        generative = self.model_cfg.recovery == "generative"
+        self.runs_stage1 = generative and bool(self.groups["diffusion"] or self.groups["unimodal_reconstructor"])
+        self.runs_stage2 = self.model_cfg.use_multimodal_reconstructor
+        self.runs_discriminator = self.runs_stage2 and self.model_cfg.use_adversarial
+        self.reset()
+
+    def reset(self) -> None:
+        zero = lambda: torch.zeros((), device=self.device)  # noqa: E731
+        self.sums: dict[str, torch.Tensor] = defaultdict(zero)
+        self.counts: dict[str, int] = defaultdict(int)
+
+    def _add(self, key: str, value: torch.Tensor) -> None:
+        self.sums[key] += value.detach().float()
+        self.counts[key] += 1
+
+    def _forward(self, batch, avail, with_losses: bool):
+        (text, audio, vision), _ = batch
+        with autocast(self.device, self.bf16):
+            return self.model(text, audio, vision, avail, with_losses=with_losses)
+
+    def _record_grad_norms(self, stage: str, names=GROUPS) -> None:
+        for name in names:
+            grads = [p.grad for p in self.groups[name] if p.grad is not None]
+            if grads:
+                self._add(f"gradnorm_{stage}_{name}", torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+
+    def _step(self, loss: torch.Tensor, stage: str, clip: bool = False) -> None:
+        self.main.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_value_(self.main_params, self.cfg.grad_clip)
+        self._record_grad_norms(stage, [g for g in GROUPS if g != "discriminator"])
+        self.main.step()
+
+    def _discriminator_step(self, out) -> None:
+        loss = discriminator_loss(self.model, out)
+        self.disc.zero_grad(set_to_none=True)
+        loss.backward()
+        self._record_grad_norms("stage2", ["discriminator"])
+        self.disc.step()
+        self._add("disc_loss", loss)
+
+    def stage1(self, batch, avail) -> None:
+        out = self._forward(batch, avail, with_losses=True)
+        loss = stage1_loss(out, self.cfg.lambda_g)
+        self._step(loss, "stage1")
+        self._add("stage1_loss", loss)
+        self._add("stage1_diffusion", out.recovery.diffusion_loss)
+        self._add("stage1_reconstruction", out.recovery.reconstruction_loss)
+
+    def stage2(self, batch, avail) -> None:
+        out = self._forward(batch, avail, with_losses=False)
+        if self.runs_discriminator:
+            self._discriminator_step(out)
+        loss, parts = stage2_generator_loss(self.model, out, self.cfg.lambda_al, self.model_cfg.use_adversarial)
+        self._step(loss, "stage2")
+        self._add("stage2_loss", loss)
+        for name, value in parts.items():
+            self._add(f"stage2_{name}", value)
+
+    def stage3(self, batch, avail) -> None:
+        out = self._forward(batch, avail, with_losses=False)
+        loss = stage3_loss(out, batch[1], self.cfg.lambda_c)
+        self._step(loss, "stage3", clip=True)
+        self._add("stage3_loss", loss)
+
+    def joint(self, batch, avail, has_missing: bool) -> None:
+        out = self._forward(batch, avail, with_losses=has_missing)
+        loss = stage3_loss(out, batch[1], self.cfg.lambda_c)
+        if has_missing and self.runs_stage1:
+            loss = loss + stage1_loss(out, self.cfg.lambda_g)
+        if has_missing and self.runs_stage2:
+            if self.runs_discriminator:
+                self._discriminator_step(out)
+            loss = loss + stage2_generator_loss(self.model, out, self.cfg.lambda_al, self.model_cfg.use_adversarial)[0]
+        self._step(loss, "joint", clip=True)
+        self._add("joint_loss", loss)
+
+    def batch(self, batch, avail: torch.Tensor, has_missing: bool) -> None:
+        if self.cfg.schedule == "joint":
+            return self.joint(batch, avail, has_missing)
+        if has_missing and self.runs_stage1 and self.stage in ("all", "1"):
+            self.stage1(batch, avail)
+        if has_missing and self.runs_stage2 and self.stage in ("all", "2"):
+            self.stage2(batch, avail)
+        if self.stage in ("all", "3"):
+            self.stage3(batch, avail)
+
+    def epoch_means(self) -> dict:
+        return {key: float(total) / self.counts[key] for key, total in self.sums.items()}
+
+
+def training_masks(cfg, n: int, rng: np.random.Generator, order: torch.Tensor) -> np.ndarray:
+    """Availability (n, 3) for this epoch, indexed by sample; the per-batch draw follows the batch order."""
+    if cfg.missing_draw == "per_batch":
+        by_position = draw_batch_mr_masks(n, cfg.batch_size, cfg.train_mr, rng)
+    else:
+        by_position = draw_mr_masks(n, cfg.train_mr, rng)
+    avail = np.empty((n, 3), dtype=bool)
+    avail[order.numpy()] = by_position
+    return avail
+
+
+def validation_scores(model, split, avail, seed, batch_size, device, bf16) -> dict:
+    predictions = predict(model, split, avail, seed, batch_size, device, bf16)
+    metrics = score(predictions.y_rec, split.labels.cpu().numpy())
+    missing = ~avail
+    return {
+        "val_l1": float(metrics["mae"]), "val_acc2": metrics["acc2_non0"], "val_f1": metrics["f1_non0"],
+        "val_recon_mse": float(np.nanmean(predictions.rec_mse[missing])) if missing.any() else float("nan"),
+        "val_fusion_l1": float(np.nanmean(predictions.fusion_l1)) if missing.any() else float("nan"),
+    }
+
+
+def start_from(model, path: str, dims, length) -> str:
+    payload = load_checkpoint(path)
+    check_data_matches(payload, dims, length, path)
+    if payload["kind"] == "pretrain":
+        load_components(model, payload["state_dict"], PRETRAINED_COMPONENTS, path)
+    elif payload["kind"] == "train":
+        load_components(model, payload["state_dict"], list(GROUPS), path)
+    else:
+        raise RohydrError(f"checkpoint {path}: kind {payload['kind']!r} cannot start a training run")
+    return payload["kind"]
+
+
+def train(data: str, run_config_path: str, pretrained: str, masks: str, seed: int, out: str, log: str,
+          device: torch.device, stage: str = "all", bf16: bool = False, progress: bool = True) -> dict:
+    run_config = load_run_config(run_config_path)
+    cfg = run_config.train
+    if (stage != "all") != (cfg.schedule == "sequential"):
+        raise RohydrError(f"--stage {stage} does not fit schedule {cfg.schedule!r} of {run_config_path}: "
+                          "the sequential schedule trains stages 1, 2, 3 one command each; the others use --stage all")
+    seed_everything(seed, "init")
+    with FeatureStore(data) as store:
+        train_split = store.split("train").to(device)
+        valid_split = store.split("valid").to(device)
+        dims, length = store.dims, store.length
+    condition = f"mr{cfg.train_mr:.1f}"  # the fixed validation masks at the training MR
+    valid_masks = load_masks(masks, "valid")
+    if condition not in valid_masks:
+        raise RohydrError(f"masks {masks}: split 'valid' has no condition {condition!r} (training MR {cfg.train_mr})")
+    valid_avail = valid_masks[condition]
+
+    model = build_model(run_config, dims, length).to(device)
+    start_from(model, pretrained, dims, length)
+    runner = StageRunner(model, run_config, device, bf16, stage)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        runner.main, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+
+    def train_epoch(epoch: int) -> dict:
+        rng = np.random.default_rng(derived_seed(seed, "train-epoch", epoch))
+        batches = epoch_batches(len(train_split), cfg.batch_size, rng)
+        avail = training_masks(cfg, len(train_split), rng, torch.cat(batches))
+        avail_t = torch.from_numpy(avail).to(device)
+        has_missing = ~avail.all(axis=1)
+        runner.reset()
+        for index in progress_bar(batches, progress, desc=f"epoch {epoch}", leave=False):
+            index_np = index.numpy()
+            runner.batch(train_split.batch(index.to(device)), avail_t[index.to(device)],
+                         bool(has_missing[index_np].any()))
+        return runner.epoch_means()
+
+    max_epochs = cfg.sequential_epochs if (stage != "all" and cfg.sequential_epochs) else cfg.max_epochs
+    loop = EpochLoop(
+        model=model, optimizers={"main": runner.main, "disc": runner.disc}, scheduler=scheduler,
+        train_epoch=train_epoch,
+        validate=lambda: validation_scores(model, valid_split, valid_avail, seed, cfg.batch_size * 4, device, bf16),
+        monitor=MONITOR[stage], max_epochs=max_epochs, early_stop=cfg.early_stop, seed=seed,
+        log_path=Path(log), columns=LOG_COLUMNS, progress=progress,
+        fingerprint={"stage": stage, "run_config": run_config.to_dict(), "data": str(Path(data).resolve()),
+                     "pretrained": str(Path(pretrained).resolve()), "seed": seed},
+    )
+    best_weights, best_row = loop.run()
+    save_checkpoint(out, {
+        "kind": "train", "run_config": run_config.to_dict(), "dims": list(dims), "length": length,
+        "state_dict": best_weights, "seed": seed, "stage": stage, "best": best_row,
+    })
+    loop.finish()
+    return best_row
+
+
+def cli_train(args) -> int:
+    device = configure_runtime(args)
+    best = train(args.data, args.run_config, args.pretrained, args.masks, args.seed, args.out, args.log, device,
+                 stage=args.stage, bf16=args.bf16, progress=not args.no_progress)
+    print(f"best epoch {best['epoch']}: " + " ".join(f"{k} {best[k]:.4f}" for k in ("val_l1", "val_acc2", "val_f1")))
+    return 0

@@ -1,0 +1,182 @@
+"""Pretraining and multi-stage training on a small synthetic dataset: real steps, real checkpoints."""
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import make_features, make_masks, run_cli, tool_env, write_run_config
+from rohydr.config import build_run_config
+from rohydr.data.dataset import FeatureStore
+from rohydr.training.checkpoint import build_model, load_checkpoint
+from rohydr.training.train import GROUPS, LOG_COLUMNS, StageRunner
+
+FAST = {"pretrain": {"max_epochs": 2}, "train": {"max_epochs": 2, "batch_size": 16}}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("training")
+    h5 = make_features(folder)
+    masks = make_masks(folder, h5)
+    run_config = write_run_config(folder / "run_config.json", "tiny", FAST)
+    pretrained = folder / "pretrain.pt"
+    run_cli("pretrain", "--data", h5, "--run-config", run_config, "--seed", 1, "--out", pretrained,
+            "--log", folder / "pretrain_log.csv", "--no-progress")
+    return {"folder": folder, "h5": h5, "masks": masks, "run_config": run_config, "pretrained": pretrained}
+
+
+def read_log(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def train_args(ws, out, log, run_config=None, stage="all"):
+    return ["train", "--data", ws["h5"], "--run-config", run_config or ws["run_config"], "--pretrained",
+            ws["pretrained"], "--masks", ws["masks"], "--seed", 1, "--stage", stage, "--out", out, "--log", log,
+            "--no-progress", "--device", "cpu"]
+
+
+def test_pretrain_writes_checkpoint_and_log(workspace):
+    rows = read_log(workspace["folder"] / "pretrain_log.csv")
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert all(float(row["val_l1"]) > 0 for row in rows)
+    payload = load_checkpoint(workspace["pretrained"])
+    assert payload["kind"] == "pretrain" and payload["dims"] == [768, 5, 20]
+
+
+def test_train_log_has_every_column(workspace, tmp_path):
+    run_cli(*train_args(workspace, tmp_path / "model.pt", tmp_path / "log.csv"))
+    rows = read_log(tmp_path / "log.csv")
+    assert list(rows[0]) == LOG_COLUMNS
+    assert len(rows) == 2
+    for column in ("stage1_loss", "disc_loss", "stage2_loss", "stage3_loss", "val_l1", "val_acc2",
+                   "gradnorm_stage1_diffusion", "gradnorm_stage2_discriminator", "gradnorm_stage3_head"):
+        assert all(row[column] != "" for row in rows), column
+    assert all(row["gradnorm_stage1_head"] == "" for row in rows)  # the head is not reached in stage 1
+    assert load_checkpoint(tmp_path / "model.pt")["kind"] == "train"
+    assert not (tmp_path / "log.csv.resume.pt").exists()
+
+
+def _snapshot(model):
+    return {name: [p.detach().clone() for p in params] for name, params in model.parameter_groups().items()}
+
+
+def _changed(model, before):
+    return {name for name, params in model.parameter_groups().items()
+            if any(not torch.equal(p, q) for p, q in zip(params, before[name]))}
+
+
+def test_each_stage_updates_its_parameter_groups(workspace):
+    run_config = build_run_config("tiny")
+    with FeatureStore(workspace["h5"]) as store:
+        split = store.split("train")
+        model = build_model(run_config, store.dims, store.length)
+    runner = StageRunner(model, run_config, torch.device("cpu"), bf16=False, stage="all")
+    batch = split.batch(torch.arange(16))
+    avail = torch.tensor([[True, False, False], [False, True, True]] * 8)
+    model.train()
+    expected = {
+        "stage1": {"diffusion", "unimodal_reconstructor"},
+        "stage2": {"discriminator", "multimodal_reconstructor", "fusion", "unimodal_reconstructor", "diffusion"},
+        "stage3": {"head", "multimodal_reconstructor", "fusion", "unimodal_reconstructor", "diffusion"},
+    }
+    for stage, groups in expected.items():
+        before = _snapshot(model)
+        getattr(runner, stage)(batch, avail)
+        assert _changed(model, before) == groups, stage
+    assert "extractor" in GROUPS and not any(p.requires_grad for p in model.extractor.parameters())
+
+
+def test_killed_and_resumed_run_equals_uninterrupted(workspace, tmp_path):
+    run_config = write_run_config(tmp_path / "rc.json", "tiny",
+                                  {"train": {"max_epochs": 4, "early_stop": 10, "batch_size": 4}})
+    run_cli(*train_args(workspace, tmp_path / "full.pt", tmp_path / "full.csv", run_config))
+
+    log = tmp_path / "killed.csv"
+    process = subprocess.Popen([sys.executable, "-m", "rohydr.cli",
+                                *map(str, train_args(workspace, tmp_path / "killed.pt", log, run_config))],
+                               env=tool_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if log.exists() and len(read_log(log)) >= 1:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (tmp_path / "killed.pt").exists()
+    assert (tmp_path / "killed.csv.resume.pt").exists()
+
+    resumed = run_cli(*train_args(workspace, tmp_path / "killed.pt", log, run_config))
+    assert "resuming after epoch" in resumed.stdout
+    full, again = load_checkpoint(tmp_path / "full.pt"), load_checkpoint(tmp_path / "killed.pt")
+    for key, value in full["state_dict"].items():
+        assert torch.equal(value, again["state_dict"][key]), key
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "wall_s"} for row in rows]  # noqa: E731
+    assert strip(read_log(tmp_path / "full.csv")) == strip(read_log(log))
+
+
+def test_same_seed_same_result_on_cpu(workspace, tmp_path):
+    for name in ("a", "b"):
+        run_cli(*train_args(workspace, tmp_path / f"{name}.pt", tmp_path / f"{name}.csv"))
+    a, b = load_checkpoint(tmp_path / "a.pt"), load_checkpoint(tmp_path / "b.pt")
+    assert all(torch.equal(v, b["state_dict"][k]) for k, v in a["state_dict"].items())
+
+
+@pytest.mark.parametrize("schedule", ["joint", "sequential"])
+def test_other_schedules_train(workspace, tmp_path, schedule):
+    run_config = write_run_config(tmp_path / "rc.json", "tiny", FAST, {"train": {"schedule": schedule}})
+    if schedule == "joint":
+        run_cli(*train_args(workspace, tmp_path / "model.pt", tmp_path / "log.csv", run_config))
+        rows = read_log(tmp_path / "log.csv")
+        assert rows[0]["joint_loss"] != "" and rows[0]["stage1_loss"] == ""
+        return
+    start = workspace["pretrained"]
+    for stage in ("1", "2", "3"):
+        args = train_args(workspace, tmp_path / f"stage{stage}.pt", tmp_path / f"stage{stage}.csv", run_config, stage)
+        args[args.index("--pretrained") + 1] = start
+        run_cli(*args)
+        start = tmp_path / f"stage{stage}.pt"
+    rows = {stage: read_log(tmp_path / f"stage{stage}.csv")[0] for stage in "123"}
+    assert rows["1"]["stage1_loss"] != "" and rows["1"]["stage3_loss"] == ""
+    assert rows["2"]["stage2_loss"] != "" and rows["2"]["stage1_loss"] == ""
+    assert rows["3"]["stage3_loss"] != "" and rows["3"]["stage2_loss"] == ""
+
+
+def test_corrupt_checkpoint_is_reported(workspace, tmp_path):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    args = train_args(workspace, tmp_path / "model.pt", tmp_path / "log.csv")
+    args[args.index("--pretrained") + 1] = corrupt
+    result = run_cli(*args, check=False)
+    assert result.returncode == 2
+    assert "corrupt" in result.stderr and str(corrupt) in result.stderr
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_mismatched_checkpoint_is_reported(workspace, tmp_path):
+    other = write_run_config(tmp_path / "small.json", "small", FAST)
+    result = run_cli(*train_args(workspace, tmp_path / "model.pt", tmp_path / "log.csv", other), check=False)
+    assert result.returncode == 2
+    assert "does not match" in result.stderr or "shape" in result.stderr
+
+
+def test_stage_must_fit_schedule(workspace, tmp_path):
+    result = run_cli(*train_args(workspace, tmp_path / "m.pt", tmp_path / "l.csv", stage="2"), check=False)
+    assert result.returncode == 2 and "sequential" in result.stderr
+
+
+def test_training_masks_follow_the_rate(workspace):
+    from rohydr.training.train import training_masks
+
+    cfg = build_run_config("tiny").train
+    rng = np.random.default_rng(0)
+    avail = training_masks(cfg, 100, rng, torch.randperm(100))
+    assert (avail.sum(axis=1) == 1).sum() == 100  # MR 0.7: every sample keeps one modality

@@ -1,0 +1,91 @@
+import json
+
+from snakemake.utils import validate
+
+from rohydr.config import build_run_config
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+DATASETS = config["datasets"]
+RUN_DATASETS = config.get("run_datasets") or list(DATASETS)
+SEEDS = config["seeds"]
+VARIANTS = config["variants"]
+BASELINES = config["baselines"]
+# Trained models: the variants and the trained baselines; `complete` reuses the pretrained backbone.
+TRAINED = {**VARIANTS, **BASELINES}
+ABLATION = config.get("ablation") or list(VARIANTS)
+RES = config["resources"]
+
+
+def _check_names():
+    unknown = [name for name in RUN_DATASETS if name not in DATASETS]
+    if unknown:
+        raise ValueError(f"run_datasets names unknown dataset(s) {unknown}; configured: {sorted(DATASETS)}")
+    unknown = [name for name in ABLATION if name not in TRAINED]
+    if unknown:
+        raise ValueError(f"ablation names unknown variant(s) {unknown}; configured: {sorted(TRAINED)}")
+    if config["main_variant"] not in VARIANTS:
+        raise ValueError(f"main_variant {config['main_variant']!r} is not a configured variant: {sorted(VARIANTS)}")
+    clash = sorted(set(VARIANTS) & set(BASELINES))
+    if clash:
+        raise ValueError(f"names used both as variant and baseline: {clash}")
+
+
+def _run_config(dataset, *layers):
+    """A run's resolved hyper-parameters as JSON, checked now so a bad value fails at parse time."""
+    entry = DATASETS[dataset]
+    try:
+        resolved = build_run_config(entry["preset"], config["overrides"], entry["overrides"], *layers)
+    except ValueError as error:
+        raise ValueError(f"config of dataset {dataset!r}: {error}") from None
+    return json.dumps(resolved.to_dict(), sort_keys=True)
+
+
+_check_names()
+RUN_CONFIGS = {
+    (dataset, run): _run_config(dataset, TRAINED.get(run, {}))
+    for dataset in RUN_DATASETS
+    for run in ["pretrain", *TRAINED]
+}
+
+
+wildcard_constraints:
+    dataset="|".join(RUN_DATASETS),
+    variant="|".join(TRAINED),
+    seed=r"\d+",
+
+
+def dataset_pickle(wildcards):
+    entry = DATASETS[wildcards.dataset]
+    return entry["path"] if "path" in entry else f"resources/synthetic/{wildcards.dataset}.pkl"
+
+
+def trained_model(dataset, variant, seed):
+    return f"results/{dataset}/{variant}/seed{seed}/model.pt"
+
+
+def eval_csvs(dataset, runs):
+    return [f"results/{dataset}/{run}/seed{seed}/eval.csv" for run in runs for seed in SEEDS]
+
+
+def train_logs(dataset, runs):
+    return [f"results/{dataset}/{run}/seed{seed}/train_log.csv" for run in runs for seed in SEEDS]
+
+
+def runtime_args():
+    return f"--device {config['device']}" + (" --bf16" if config["bf16"] else "")
+
+
+TABLES = ["missing_patterns", "missing_rates", "ablation"]
+FIGURES = ["mr_curves", "training_curves", "recovery_quality"]
+
+
+def dataset_outputs(dataset):
+    return [f"results/{dataset}/tables/{table}.{ext}" for table in TABLES for ext in ("md", "tex", "csv")] + [
+        f"results/{dataset}/figures/{figure}.{ext}" for figure in FIGURES for ext in ("png", "pdf")
+    ]
+
+
+def all_outputs():
+    return [path for dataset in RUN_DATASETS for path in dataset_outputs(dataset)]

@@ -1,0 +1,58 @@
+# Data stage: the synthetic default, validation of the MMSA pickle, conversion to HDF5.
+
+
+def synthetic_args(wildcards):
+    spec = DATASETS[wildcards.dataset]["synthetic"]
+    sizes = " ".join(str(n) for n in spec["sizes"])
+    return f"--like {spec['like']} --seed {spec['seed']} --sizes {sizes} --length {spec['length']}"
+
+
+rule synthesize:
+    output:
+        "resources/synthetic/{dataset}.pkl",
+    params:
+        args=synthetic_args,
+    log:
+        "results/{dataset}/logs/synthesize.log",
+    resources:
+        mem_mb=RES["cpu_mem_mb"],
+        runtime=30,
+    shell:
+        "rohydr synth {output} {params.args} > {log} 2>&1"
+
+
+rule validate_dataset:
+    input:
+        dataset_pickle,
+    output:
+        "results/{dataset}/data/validation.json",
+    log:
+        "results/{dataset}/logs/validate_dataset.log",
+    resources:
+        mem_mb=RES["convert_mem_mb"],
+        runtime=60,
+    shell:
+        "rohydr validate {input} --report {output} > {log} 2>&1"
+
+
+def convert_args(wildcards):
+    entry = DATASETS[wildcards.dataset]
+    args = f"--text-encoder {entry['text_encoder']}"
+    return args + (f" --bert {entry['bert_dir']}" if entry.get("bert_dir") else "")
+
+
+rule convert_hdf5:
+    input:
+        pickle=dataset_pickle,
+        validation="results/{dataset}/data/validation.json",
+    output:
+        "results/{dataset}/data/features.h5",
+    params:
+        args=convert_args,
+    log:
+        "results/{dataset}/logs/convert_hdf5.log",
+    resources:
+        mem_mb=RES["convert_mem_mb"],
+        runtime=120,
+    shell:
+        "rohydr convert {input.pickle} {output} {params.args} > {log} 2>&1"

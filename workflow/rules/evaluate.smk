@@ -1,0 +1,49 @@
+# Evaluation stage: fixed masks per dataset and seed (shared by every variant, so comparisons are
+# paired), then every trained model scored on every missing condition.
+
+
+rule masks:
+    input:
+        "results/{dataset}/data/features.h5",
+    output:
+        "results/{dataset}/masks/seed{seed}.h5",
+    log:
+        "results/{dataset}/logs/masks/seed{seed}.log",
+    resources:
+        mem_mb=RES["cpu_mem_mb"],
+        runtime=10,
+    shell:
+        "rohydr masks --data {input} --seed {wildcards.seed} --out {output} > {log} 2>&1"
+
+
+def evaluated_model(wildcards):
+    # The `complete` baseline is the pretrained backbone on complete inputs.
+    run = "pretrain" if wildcards.run == "complete" else wildcards.run
+    return f"results/{wildcards.dataset}/{run}/seed{wildcards.seed}/model.pt"
+
+
+rule evaluate:
+    input:
+        data="results/{dataset}/data/features.h5",
+        model=evaluated_model,
+        masks="results/{dataset}/masks/seed{seed}.h5",
+    output:
+        scores="results/{dataset}/{run}/seed{seed}/eval.csv",
+        predictions="results/{dataset}/{run}/seed{seed}/predictions.csv.gz",
+    wildcard_constraints:
+        run="|".join(["complete", *TRAINED]),
+    params:
+        runtime=runtime_args(),
+    log:
+        "results/{dataset}/logs/evaluate/{run}/seed{seed}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/evaluate/{run}/seed{seed}.tsv"
+    threads: RES["train_threads"]
+    resources:
+        gpu=1,
+        mem_mb=RES["train_mem_mb"],
+        runtime=60,
+    shell:
+        "rohydr evaluate --data {input.data} --model {input.model} --masks {input.masks} --seed {wildcards.seed}"
+        " --out {output.scores} --predictions {output.predictions} --threads {threads} {params.runtime}"
+        " > {log} 2>&1"

@@ -1,0 +1,110 @@
+# Training stage: one resolved run configuration per run, the complete-modality pretraining shared by
+# every variant of a dataset and seed, then each variant's multi-stage optimization (one GPU job each).
+
+
+def is_sequential(dataset, variant):
+    return json.loads(RUN_CONFIGS[(dataset, variant)])["train"]["schedule"] == "sequential"
+
+
+rule run_config:
+    output:
+        "results/{dataset}/{run}/run_config.json",
+    params:
+        resolved=lambda wc: RUN_CONFIGS[(wc.dataset, wc.run)],
+    log:
+        "results/{dataset}/logs/run_config/{run}.log",
+    wildcard_constraints:
+        run="|".join(["pretrain", *TRAINED]),
+    localrule: True
+    run:
+        from rohydr.io import write_text_atomic
+
+        write_text_atomic(output[0], params.resolved + "\n")
+        write_text_atomic(log[0], f"wrote {output[0]}\n")
+
+
+rule pretrain:
+    input:
+        data="results/{dataset}/data/features.h5",
+        run_config="results/{dataset}/pretrain/run_config.json",
+    output:
+        model="results/{dataset}/pretrain/seed{seed}/model.pt",
+        log_csv="results/{dataset}/pretrain/seed{seed}/train_log.csv",
+    params:
+        runtime=runtime_args(),
+    log:
+        "results/{dataset}/logs/pretrain/seed{seed}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/pretrain/seed{seed}.tsv"
+    threads: RES["train_threads"]
+    resources:
+        gpu=1,
+        mem_mb=RES["train_mem_mb"],
+        runtime=RES["train_runtime"],
+    shell:
+        "rohydr pretrain --data {input.data} --run-config {input.run_config} --seed {wildcards.seed}"
+        " --out {output.model} --log {output.log_csv} --threads {threads} {params.runtime} > {log} 2>&1"
+
+
+def start_checkpoint(wildcards):
+    """Where a training run starts: the pretraining, or for sequential stages the previous stage."""
+    stage = int(getattr(wildcards, "stage", 3))
+    sequential = is_sequential(wildcards.dataset, wildcards.variant)
+    if not sequential or stage == 1:
+        return f"results/{wildcards.dataset}/pretrain/seed{wildcards.seed}/model.pt"
+    return f"results/{wildcards.dataset}/{wildcards.variant}/seed{wildcards.seed}/stage{stage - 1}/model.pt"
+
+
+rule train_stage:
+    input:
+        data="results/{dataset}/data/features.h5",
+        run_config="results/{dataset}/{variant}/run_config.json",
+        pretrained=start_checkpoint,
+        masks="results/{dataset}/masks/seed{seed}.h5",
+    output:
+        model="results/{dataset}/{variant}/seed{seed}/stage{stage}/model.pt",
+        log_csv="results/{dataset}/{variant}/seed{seed}/stage{stage}/train_log.csv",
+    wildcard_constraints:
+        stage="1|2",
+    params:
+        runtime=runtime_args(),
+    log:
+        "results/{dataset}/logs/train/{variant}/seed{seed}_stage{stage}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/train/{variant}/seed{seed}_stage{stage}.tsv"
+    threads: RES["train_threads"]
+    resources:
+        gpu=1,
+        mem_mb=RES["train_mem_mb"],
+        runtime=RES["train_runtime"],
+    shell:
+        "rohydr train --data {input.data} --run-config {input.run_config} --pretrained {input.pretrained}"
+        " --masks {input.masks} --seed {wildcards.seed} --stage {wildcards.stage}"
+        " --out {output.model} --log {output.log_csv} --threads {threads} {params.runtime} > {log} 2>&1"
+
+
+rule train:
+    input:
+        data="results/{dataset}/data/features.h5",
+        run_config="results/{dataset}/{variant}/run_config.json",
+        pretrained=start_checkpoint,
+        masks="results/{dataset}/masks/seed{seed}.h5",
+    output:
+        model="results/{dataset}/{variant}/seed{seed}/model.pt",
+        log_csv="results/{dataset}/{variant}/seed{seed}/train_log.csv",
+    params:
+        stage=lambda wc: "3" if is_sequential(wc.dataset, wc.variant) else "all",
+        runtime=runtime_args(),
+    log:
+        "results/{dataset}/logs/train/{variant}/seed{seed}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/train/{variant}/seed{seed}.tsv"
+    threads: RES["train_threads"]
+    resources:
+        gpu=1,
+        mem_mb=RES["train_mem_mb"],
+        runtime=RES["train_runtime"],
+    shell:
+        "rohydr train --data {input.data} --run-config {input.run_config} --pretrained {input.pretrained}"
+        " --masks {input.masks} --seed {wildcards.seed} --stage {params.stage}"
+        " --out {output.model} --log {output.log_csv} --threads {threads} {params.runtime} > {log} 2>&1"

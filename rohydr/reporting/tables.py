@@ -186,6 +186,11 @@ def load_literature(literature: str, peers_key: str | None) -> pd.DataFrame:
         if not (keys == peers_key.upper()).any():
             raise RohydrError(f"{origin}: no rows for --peers-key {peers_key!r}; found {sorted(set(keys))}")
         peers = peers[keys == peers_key.upper()]
+    duplicated = peers.duplicated(["dataset", "method", "source", "condition"])
+    if duplicated.any():
+        first = peers[duplicated].iloc[0]
+        raise RohydrError(f"{origin}: {first.method} ({first.source}) has condition {first.condition!r} "
+                          f"twice for dataset {first.dataset}")
     return peers
 
 
@@ -257,7 +262,7 @@ def rates_table(dataset: str, variants: list[str], lookup: dict, peers: pd.DataF
     rows = [ours_row(v, lookup, columns) for v in variants]
     rows += quoted_rows(peers, mr_headers, ("Avg.", list(mr_headers)))
     title = f"Missing rates, {dataset}: Acc-2 / F1 (non-0) in %, {seeds_phrase(rows)}"
-    notes = ["Headers: nominal missing rate (realized rate on the saved test masks); Avg. is the mean over "
+    notes = ["Headers: nominal missing rate (realized rate on the saved masks); Avg. is the mean over "
              "MR 0.1-0.7 per seed."]
     if BATCH_CONDITION in columns.values():
         notes.append("per-batch 0.7: the reference implementation's draw (one pattern per batch of 32), "
@@ -415,16 +420,17 @@ def aggregate(dataset: str, eval_paths: list, out_dir, literature: str = "auto",
     summary = summarize(long)
     variants = list(dict.fromkeys(long.variant))
     lookup = stats_lookup(summary)
+    tables = {"missing_patterns": patterns_table(dataset, variants, lookup, peers),
+              "missing_rates": rates_table(dataset, variants, lookup, peers, realized_rates(long))}
+    if ablation is not None:
+        tables["ablation"] = ablation_table(dataset, ablation, variants, lookup, long)
+    # everything is checked and built before the first file is written
     variant_rank = long.variant.map({v: i for i, v in enumerate(variants)})
     seeds = long.assign(rank=variant_rank).sort_values(["rank", "seed"], kind="stable").assign(dataset=dataset)
     write_text_atomic(out_dir / "seeds.csv", seeds[["dataset", "variant", "seed", "condition", "metric", "value"]]
                       .to_csv(index=False, float_format="%.6g"))
     write_text_atomic(out_dir / "all_metrics.csv", summary.assign(dataset=dataset)[
         ["dataset", "variant", "condition", "metric", "mean", "std", "n_seeds"]].to_csv(index=False, float_format="%.6g"))
-    tables = {"missing_patterns": patterns_table(dataset, variants, lookup, peers),
-              "missing_rates": rates_table(dataset, variants, lookup, peers, realized_rates(long))}
-    if ablation is not None:
-        tables["ablation"] = ablation_table(dataset, ablation, variants, lookup, long)
     for table in tables.values():
         write_table(table, out_dir, dataset)
     return tables

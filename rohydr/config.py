@@ -29,7 +29,11 @@ class DiffusionConfig:
     beta_end: float = 0.02
     sampler_steps: int = 50  # DDIM steps at evaluation
     train_sampler_steps: int = 50  # DDIM steps inside training (the reference uses 50)
-    clip_x0: float | None = None  # None: no clipping (the reference clips to 1, a defect)
+    # Clip the sampler's x0 prediction: "data" to the range of the modality's training features
+    # (measured when training starts), a number to +-number, None not at all. The reference clips to
+    # 1 while the features reach about +-5; without any clip an untrained DiT's first step is
+    # amplified by 1/sqrt(alpha_bar_999) ~ 156.
+    clip_x0: float | str | None = "data"
 
 
 @dataclass
@@ -185,6 +189,9 @@ def _check_choices(config: RunConfig) -> None:
         ("train", "missing_draw"): ("per_sample", "per_batch"),
         ("model", "recovery"): ("generative", "zero_fill"),
     }
+    clip = config.model.diffusion.clip_x0
+    if not (clip is None or clip == "data" or (isinstance(clip, (int, float)) and clip > 0)):
+        raise ValueError(f"model.diffusion.clip_x0 = {clip!r}; expected \"data\", a positive number or null")
     for (section, name), allowed in choices.items():
         value = getattr(getattr(config, section), name)
         if value not in allowed:

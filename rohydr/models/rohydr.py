@@ -94,6 +94,8 @@ class RoHyDR(nn.Module):
         self.head = EmotionHead(fused_dim, config.output_dropout)
         schedule = config.diffusion
         self.schedule = NoiseSchedule(schedule.train_steps, schedule.beta_start, schedule.beta_end)
+        # max |extracted feature| per modality over the training set (clip_x0 "data"); set by training
+        self.register_buffer("feature_range", torch.full((len(MODALITIES),), float("inf")))
 
     # ----------------------------------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -205,7 +207,7 @@ class RoHyDR(nn.Module):
             if start is None:
                 start = _randn(cond.shape, generator, cond.device)
             with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.grad_through_sampler):
-                sample = self.schedule.ddim_sample(dit.denoise, cond_embedding, start, steps, cfg.diffusion.clip_x0)
+                sample = self.schedule.ddim_sample(dit.denoise, cond_embedding, start, steps, self._clip_x0(m))
             if target is not None:
                 diffusion_rows = self.schedule.ddpm_loss(dit.denoise, target, cond_embedding, generator,
                                                          reduction="none")
@@ -217,6 +219,22 @@ class RoHyDR(nn.Module):
         if target is not None:
             reconstruction_rows = F.mse_loss(values.float(), target.float(), reduction="none").flatten(1).mean(1)
         return values, diffusion_rows, reconstruction_rows
+
+    def _clip_x0(self, m: str) -> float | torch.Tensor | None:
+        clip = self.config.diffusion.clip_x0
+        return self.feature_range[MODALITIES.index(m)] if clip == "data" else clip
+
+    @torch.no_grad()
+    def measure_feature_range(self, features, batch_size: int = 256) -> None:
+        """Set `feature_range` from the extracted features of `features` ((text, audio, vision), eval mode)."""
+        was_training = self.training
+        self.eval()
+        peaks = torch.zeros(len(MODALITIES), device=self.feature_range.device)
+        for start in range(0, len(features[0]), batch_size):
+            feats = self.extract(*(x[start:start + batch_size] for x in features))
+            peaks = torch.maximum(peaks, torch.stack([f.abs().amax() for f in feats]).float())
+        self.feature_range.copy_(peaks)
+        self.train(was_training)
 
     # ----------------------------------------------------------------------------------------------
     def forward(self, text: torch.Tensor, audio: torch.Tensor, vision: torch.Tensor, avail: torch.Tensor,

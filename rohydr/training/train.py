@@ -142,9 +142,44 @@ class StageRunner:
         self._step(loss, "joint", clip=True)
         self._add("joint_loss", loss)
 
+    def shared_forward(self, batch, avail, has_missing: bool) -> None:
+        """The three stages from ONE forward: each stage's gradient is taken on the same graph (at the
+        batch's starting weights), then applied as its own optimizer step, in stage order."""
+        out = self._forward(batch, avail, with_losses=has_missing and self.runs_stage1)
+        losses = {}
+        if has_missing and self.runs_stage1:
+            losses["stage1"] = stage1_loss(out, self.cfg.lambda_g)
+        if has_missing and self.runs_stage2:
+            if self.runs_discriminator:
+                self._discriminator_step(out)
+            losses["stage2"], parts = stage2_generator_loss(self.model, out, self.cfg.lambda_al,
+                                                           self.model_cfg.use_adversarial)
+        losses["stage3"] = stage3_loss(out, batch[1], self.cfg.lambda_c)
+        grads = {}
+        for stage, loss in losses.items():
+            grads[stage] = torch.autograd.grad(loss, self.main_params, retain_graph=stage != "stage3",
+                                               allow_unused=True)
+        for stage, stage_grads in grads.items():
+            self.main.zero_grad(set_to_none=True)
+            for p, g in zip(self.main_params, stage_grads):
+                p.grad = g
+            if stage == "stage3":
+                torch.nn.utils.clip_grad_value_(self.main_params, self.cfg.grad_clip)
+            self._record_grad_norms(stage, [g for g in GROUPS if g != "discriminator"])
+            self.main.step()
+            self._add(f"{stage}_loss", losses[stage])
+        if "stage1" in losses:
+            self._add("stage1_diffusion", out.recovery.diffusion_loss)
+            self._add("stage1_reconstruction", out.recovery.reconstruction_loss)
+        if "stage2" in losses:
+            for name, value in parts.items():
+                self._add(f"stage2_{name}", value)
+
     def batch(self, batch, avail: torch.Tensor, has_missing: bool) -> None:
         if self.cfg.schedule == "joint":
             return self.joint(batch, avail, has_missing)
+        if self.cfg.reuse_forward and self.stage == "all":
+            return self.shared_forward(batch, avail, has_missing)
         if has_missing and self.runs_stage1 and self.stage in ("all", "1"):
             self.stage1(batch, avail)
         if has_missing and self.runs_stage2 and self.stage in ("all", "2"):
@@ -210,6 +245,7 @@ def train(data: str, run_config_path: str, pretrained: str, masks: str, seed: in
 
     model = build_model(run_config, dims, length).to(device)
     start_from(model, pretrained, dims, length)
+    model.measure_feature_range(train_split.features())
     runner = StageRunner(model, run_config, device, bf16, stage)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         runner.main, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)

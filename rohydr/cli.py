@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="mosi")
     p.add_argument("--data", help="features.h5 (default: a MOSI-sized synthetic set in memory)")
     p.add_argument("--override", action="append", default=[], help="JSON run-config override (repeatable)")
+    p.add_argument("--faithful", action="store_true",
+                   help="the reference's computation (three forwards per batch, gradient through a 50-step sampler)")
     p.add_argument("--batches", type=int, default=4, help="training batches to time")
     p.add_argument("--eval-samples", type=int, default=0, help="evaluate on this many test samples (0: all)")
     p.add_argument("--json", dest="json_out", help="write results here")

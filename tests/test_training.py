@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from helpers import make_features, make_masks, run_cli, tool_env, write_run_config
-from rohydr.config import build_run_config
+from rohydr.config import FAITHFUL, build_run_config
 from rohydr.data.dataset import FeatureStore
 from rohydr.training.checkpoint import build_model, load_checkpoint
 from rohydr.training.train import GROUPS, LOG_COLUMNS, StageRunner
@@ -73,8 +73,9 @@ def _changed(model, before):
             if any(not torch.equal(p, q) for p, q in zip(params, before[name]))}
 
 
-def test_each_stage_updates_its_parameter_groups(workspace):
-    run_config = build_run_config("tiny")
+@pytest.mark.parametrize("faithful", [True, False])
+def test_each_stage_updates_its_parameter_groups(workspace, faithful):
+    run_config = build_run_config("tiny", FAITHFUL) if faithful else build_run_config("tiny")
     with FeatureStore(workspace["h5"]) as store:
         split = store.split("train")
         model = build_model(run_config, store.dims, store.length)
@@ -82,16 +83,33 @@ def test_each_stage_updates_its_parameter_groups(workspace):
     batch = split.batch(torch.arange(16))
     avail = torch.tensor([[True, False, False], [False, True, True]] * 8)
     model.train()
+    through_sampler = {"diffusion"} if faithful else set()  # the default takes no gradient through the chain
     expected = {
         "stage1": {"diffusion", "unimodal_reconstructor"},
-        "stage2": {"discriminator", "multimodal_reconstructor", "fusion", "unimodal_reconstructor", "diffusion"},
-        "stage3": {"head", "multimodal_reconstructor", "fusion", "unimodal_reconstructor", "diffusion"},
+        "stage2": {"discriminator", "multimodal_reconstructor", "fusion", "unimodal_reconstructor"} | through_sampler,
+        "stage3": {"head", "multimodal_reconstructor", "fusion", "unimodal_reconstructor"} | through_sampler,
     }
     for stage, groups in expected.items():
         before = _snapshot(model)
         getattr(runner, stage)(batch, avail)
         assert _changed(model, before) == groups, stage
     assert "extractor" in GROUPS and not any(p.requires_grad for p in model.extractor.parameters())
+
+
+def test_shared_forward_applies_every_stage(workspace):
+    """The default one-forward path steps the same parameter groups as the three stages together."""
+    run_config = build_run_config("tiny")
+    with FeatureStore(workspace["h5"]) as store:
+        split = store.split("train")
+        model = build_model(run_config, store.dims, store.length)
+    runner = StageRunner(model, run_config, torch.device("cpu"), bf16=False, stage="all")
+    before = _snapshot(model)
+    model.train()
+    runner.batch(split.batch(torch.arange(16)), torch.tensor([[True, False, True]] * 16), has_missing=True)
+    assert _changed(model, before) == {"diffusion", "unimodal_reconstructor", "discriminator",
+                                       "multimodal_reconstructor", "fusion", "head"}
+    means = runner.epoch_means()
+    assert {"stage1_loss", "stage2_loss", "stage3_loss", "disc_loss"} <= set(means)
 
 
 def test_killed_and_resumed_run_equals_uninterrupted(workspace, tmp_path):

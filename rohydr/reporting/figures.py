@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -211,6 +212,7 @@ def training_curves(logs: pd.DataFrame, dataset: str, out_dir: Path) -> list[Pat
                 plot_band(ax, per_epoch(mine, column), label=LOSS_LABELS.get(column, column), marker=".")
             use_log_scale(ax, [mine[c] for c in columns])
             ax.set(title=title, xlabel="epoch", ylabel="training loss (epoch mean)")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False, fontsize=7)
         for ax in axes[len(losses):]:
             ax.set_visible(False)
@@ -225,6 +227,7 @@ def training_curves(logs: pd.DataFrame, dataset: str, out_dir: Path) -> list[Pat
                 plot_band(ax, per_epoch(mine, column), label=group.replace("_", " "), color=group_colors[group])
             ax.set_yscale("log")
             ax.set(title=GRAD_STAGES[stage], xlabel="epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[0].set_ylabel("gradient L2 norm (log)")
         for ax in axes[len(grads):]:
             ax.set_visible(False)
@@ -244,6 +247,7 @@ def validation_row(subfig, logs: pd.DataFrame, main: str, ncols: int) -> None:
         if columns_with_data(mine, [column]):
             plot_band(ax, per_epoch(mine, column), scale=100, label=label, marker=".")
     ax.set(title=f"{main}: validation", xlabel="epoch", ylabel="validation score [%]")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
     variants = ordered(logs.variant)
     colors = variant_colors(variants)
@@ -260,6 +264,7 @@ def validation_row(subfig, logs: pd.DataFrame, main: str, ncols: int) -> None:
                 plot_band(ax, per_epoch(theirs, column), scale=scale, label=variant, color=colors[variant],
                           **line_style(variant))
         ax.set(title=title, xlabel="epoch", ylabel=label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes[used:]:
         ax.set_visible(False)
     legend_below(subfig, axes[1:used], ncol=4)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rohydr.config import build_run_config
+from rohydr.config import FAITHFUL, build_run_config
 from rohydr.data.dataset import FeatureStore
 from rohydr.errors import RohydrError
 from rohydr.evaluation.evaluate import EVAL_BATCH, predict_patterns
@@ -131,7 +131,8 @@ def cli_bench(args) -> int:
     device = configure_runtime(args)
     if args.batches < 1:
         raise RohydrError("--batches must be at least 1")
-    result = bench(args.preset, parse_overrides(args.override), args.data, args.batches, args.eval_samples,
+    overrides = ([FAITHFUL] if args.faithful else []) + parse_overrides(args.override)
+    result = bench(args.preset, overrides, args.data, args.batches, args.eval_samples,
                    device, args.bf16)
     print(format_table(result))
     if args.json_out:

@@ -198,3 +198,15 @@ def test_training_masks_follow_the_rate(workspace):
     rng = np.random.default_rng(0)
     avail = training_masks(cfg, 100, rng, torch.randperm(100))
     assert (avail.sum(axis=1) == 1).sum() == 100  # MR 0.7: every sample keeps one modality
+
+
+def test_bench_reports_every_figure(workspace, tmp_path):
+    import json
+
+    out = tmp_path / "bench.json"
+    result = run_cli("bench", "--preset", "tiny", "--data", workspace["h5"], "--batches", 1, "--eval-samples", 8,
+                     "--json", out, "--device", "cpu")
+    figures = json.loads(out.read_text())
+    assert set(figures["seconds_per_batch"]) == {"stage1", "stage2", "stage3", "total"}
+    assert figures["eval_samples"] == 8 and figures["peak_memory_mb"] > 0
+    assert "train epoch" in result.stdout

@@ -56,6 +56,8 @@ def time_training(runner: StageRunner, split, batches: int, device: torch.device
               if runs]
     if cfg.schedule == "joint":
         stages = ["joint"]
+    elif cfg.reuse_forward:
+        stages = ["shared_forward"]  # the three stages from one forward: not separable in time
     seconds = {stage: 0.0 for stage in stages}
     warmup = 1 if device.type == "cuda" else 0  # CUDA: the first batch pays for kernel selection
     runner.model.train()
@@ -65,8 +67,8 @@ def time_training(runner: StageRunner, split, batches: int, device: torch.device
         for stage in stages:
             _sync(device)
             start = time.perf_counter()
-            if stage == "joint":
-                runner.joint(batch, batch_avail, has_missing=True)
+            if stage in ("joint", "shared_forward"):
+                getattr(runner, stage)(batch, batch_avail, has_missing=True)
             else:
                 getattr(runner, stage)(batch, batch_avail)
             _sync(device)

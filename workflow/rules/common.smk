@@ -89,3 +89,42 @@ def dataset_outputs(dataset):
 
 def all_outputs():
     return [path for dataset in RUN_DATASETS for path in dataset_outputs(dataset)]
+
+
+# Input and parameter functions of the rules.
+
+
+def synthetic_args(wildcards):
+    spec = DATASETS[wildcards.dataset]["synthetic"]
+    sizes = " ".join(str(n) for n in spec["sizes"])
+    return f"--like {spec['like']} --seed {spec['seed']} --sizes {sizes} --length {spec['length']}"
+
+
+def convert_args(wildcards):
+    entry = DATASETS[wildcards.dataset]
+    args = f"--text-encoder {entry['text_encoder']}"
+    return args + (f" --bert {entry['bert_dir']}" if entry.get("bert_dir") else "")
+
+
+def is_sequential(dataset, variant):
+    return json.loads(RUN_CONFIGS[(dataset, variant)])["train"]["schedule"] == "sequential"
+
+
+def start_checkpoint(wildcards):
+    """Where a training run starts: the pretraining, or for sequential stages the previous stage."""
+    stage = int(getattr(wildcards, "stage", 3))
+    sequential = is_sequential(wildcards.dataset, wildcards.variant)
+    if not sequential or stage == 1:
+        return f"results/{wildcards.dataset}/pretrain/seed{wildcards.seed}/model.pt"
+    return f"results/{wildcards.dataset}/{wildcards.variant}/seed{wildcards.seed}/stage{stage - 1}/model.pt"
+
+
+def evaluated_model(wildcards):
+    # The `complete` baseline is the pretrained backbone on complete inputs.
+    run = "pretrain" if wildcards.run == "complete" else wildcards.run
+    return f"results/{wildcards.dataset}/{run}/seed{wildcards.seed}/model.pt"
+
+
+def peers_args(wildcards):
+    key = DATASETS[wildcards.dataset]["literature"]
+    return "--literature none" if key == "none" else f"--peers-key {key}"

@@ -1,12 +1,6 @@
 # Data stage: the synthetic default, validation of the MMSA pickle, conversion to HDF5.
 
 
-def synthetic_args(wildcards):
-    spec = DATASETS[wildcards.dataset]["synthetic"]
-    sizes = " ".join(str(n) for n in spec["sizes"])
-    return f"--like {spec['like']} --seed {spec['seed']} --sizes {sizes} --length {spec['length']}"
-
-
 rule synthesize:
     output:
         "resources/synthetic/{dataset}.pkl",
@@ -33,12 +27,6 @@ rule validate_dataset:
         runtime=60,
     shell:
         "rohydr validate {input} --report {output} > {log} 2>&1"
-
-
-def convert_args(wildcards):
-    entry = DATASETS[wildcards.dataset]
-    args = f"--text-encoder {entry['text_encoder']}"
-    return args + (f" --bert {entry['bert_dir']}" if entry.get("bert_dir") else "")
 
 
 rule convert_hdf5:

@@ -16,12 +16,6 @@ rule masks:
         "rohydr masks --data {input} --seed {wildcards.seed} --out {output} > {log} 2>&1"
 
 
-def evaluated_model(wildcards):
-    # The `complete` baseline is the pretrained backbone on complete inputs.
-    run = "pretrain" if wildcards.run == "complete" else wildcards.run
-    return f"results/{wildcards.dataset}/{run}/seed{wildcards.seed}/model.pt"
-
-
 rule evaluate:
     input:
         data="results/{dataset}/data/features.h5",

@@ -3,11 +3,6 @@
 ALL_RUNS = [*VARIANTS, *BASELINES, "complete"]
 
 
-def peers_args(wildcards):
-    key = DATASETS[wildcards.dataset]["literature"]
-    return "--literature none" if key == "none" else f"--peers-key {key}"
-
-
 rule aggregate:
     input:
         lambda wc: eval_csvs(wc.dataset, ALL_RUNS),

@@ -2,10 +2,6 @@
 # every variant of a dataset and seed, then each variant's multi-stage optimization (one GPU job each).
 
 
-def is_sequential(dataset, variant):
-    return json.loads(RUN_CONFIGS[(dataset, variant)])["train"]["schedule"] == "sequential"
-
-
 rule run_config:
     output:
         "results/{dataset}/{run}/run_config.json",
@@ -19,7 +15,7 @@ rule run_config:
     run:
         from rohydr.io import write_text_atomic
 
-        write_text_atomic(output[0], params.resolved + "\n")
+        write_text_atomic(output[0], f"{params.resolved}\n")
         write_text_atomic(log[0], f"wrote {output[0]}\n")
 
 
@@ -44,15 +40,6 @@ rule pretrain:
     shell:
         "rohydr pretrain --data {input.data} --run-config {input.run_config} --seed {wildcards.seed}"
         " --out {output.model} --log {output.log_csv} --threads {threads} {params.runtime} > {log} 2>&1"
-
-
-def start_checkpoint(wildcards):
-    """Where a training run starts: the pretraining, or for sequential stages the previous stage."""
-    stage = int(getattr(wildcards, "stage", 3))
-    sequential = is_sequential(wildcards.dataset, wildcards.variant)
-    if not sequential or stage == 1:
-        return f"results/{wildcards.dataset}/pretrain/seed{wildcards.seed}/model.pt"
-    return f"results/{wildcards.dataset}/{wildcards.variant}/seed{wildcards.seed}/stage{stage - 1}/model.pt"
 
 
 rule train_stage:

@@ -286,13 +286,18 @@ def recovery_quality(long: pd.DataFrame, dataset: str, out_dir: Path) -> list[Pa
         slot = MODALITIES.index(modality)
         patterns = [p for p in MISSING_PATTERNS if not PATTERNS[p][slot]]  # patterns where it is recovered
         x = np.arange(len(patterns))
-        for row, (kind, label) in enumerate((("mse", "MSE to true features"), ("cos", "cosine similarity"))):
+        for row, (kind, label) in enumerate((("mse", "MSE to true features (log)"), ("cos", "cosine similarity"))):
             ax = axes[row, col]
             for i, variant in enumerate(variants):
                 part = stats[(stats.variant == variant) & (stats.metric == f"rec_{kind}_{modality}")]
                 part = part.set_index("condition").reindex(patterns)
-                ax.bar(x + (i - (len(variants) - 1) / 2) * width, part["mean"], width, yerr=part["std"].fillna(0),
+                std = part["std"].fillna(0).to_numpy()
+                # MSE is drawn on a log axis (variants differ by orders of magnitude): keep bars above 0
+                lower = np.minimum(std, 0.9 * part["mean"].to_numpy()) if kind == "mse" else std
+                ax.bar(x + (i - (len(variants) - 1) / 2) * width, part["mean"], width, yerr=[lower, std],
                        color=colors[variant], label=variant, capsize=2, error_kw={"linewidth": 0.8})
+            if kind == "mse":
+                ax.set_yscale("log")
             ax.set_xticks(x, [f"avail. {PATTERN_HEADERS[p]}" for p in patterns])
             ax.grid(axis="x", visible=False)
             if col == 0:

@@ -213,7 +213,8 @@ def validation_scores(model, split, avail, seed, batch_size, device, bf16) -> di
     }
 
 
-def start_from(model, path: str, dims, length) -> str:
+def start_from(model, path: str, dims, length) -> None:
+    """Load the pretrained backbone, or for a sequential stage every weight of the previous stage."""
     payload = load_checkpoint(path)
     check_data_matches(payload, dims, length, path)
     if payload["kind"] == "pretrain":
@@ -222,7 +223,6 @@ def start_from(model, path: str, dims, length) -> str:
         load_components(model, payload["state_dict"], list(GROUPS), path)
     else:
         raise RohydrError(f"checkpoint {path}: kind {payload['kind']!r} cannot start a training run")
-    return payload["kind"]
 
 
 def train(data: str, run_config_path: str, pretrained: str, masks: str, seed: int, out: str, log: str,

@@ -61,10 +61,6 @@ def dataset_pickle(wildcards):
     return entry["path"] if "path" in entry else f"resources/synthetic/{wildcards.dataset}.pkl"
 
 
-def trained_model(dataset, variant, seed):
-    return f"results/{dataset}/{variant}/seed{seed}/model.pt"
-
-
 def eval_csvs(dataset, runs):
     return [f"results/{dataset}/{run}/seed{seed}/eval.csv" for run in runs for seed in SEEDS]
 

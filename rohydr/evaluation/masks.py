@@ -193,15 +193,18 @@ def _read_mask(h5: h5py.File, path: str, split: str, condition: str) -> np.ndarr
     return mask
 
 
+def _open_h5(path, what: str, hint: str = "") -> h5py.File:
+    if not Path(path).is_file():
+        raise RohydrError(f"{what} {path}: no such file{hint}")
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        raise RohydrError(f"{what} {path}: not a readable HDF5 file ({error})") from None
+
+
 def load_masks(path, split: str) -> dict[str, np.ndarray]:
     """condition -> (N, 3) bool for one split, ordered as CONDITIONS."""
-    if not Path(path).is_file():
-        raise RohydrError(f"masks {path}: no such file (make it with `rohydr masks`)")
-    try:
-        h5 = h5py.File(path, "r")
-    except OSError as error:
-        raise RohydrError(f"masks {path}: not a readable HDF5 file ({error})") from None
-    with h5:
+    with _open_h5(path, "masks", " (make it with `rohydr masks`)") as h5:
         if split not in h5 or not isinstance(h5[split], h5py.Group):
             raise RohydrError(f"masks {path}: no split {split!r}; found {sorted(h5)}, expected {list(MASK_SPLITS)}")
         masks = {condition: _read_mask(h5, path, split, condition) for condition in CONDITIONS}
@@ -213,13 +216,7 @@ def load_masks(path, split: str) -> dict[str, np.ndarray]:
 
 def split_sizes(data) -> dict[str, int]:
     """N per masked split, from the labels of a features.h5."""
-    if not Path(data).is_file():
-        raise RohydrError(f"features {data}: no such file")
-    try:
-        h5 = h5py.File(data, "r")
-    except OSError as error:
-        raise RohydrError(f"features {data}: not a readable HDF5 file ({error})") from None
-    with h5:
+    with _open_h5(data, "features") as h5:
         sizes = {}
         for split in MASK_SPLITS:
             key = f"{split}/labels"

@@ -51,10 +51,14 @@ class Predictions:
 
 @torch.no_grad()
 def predict(model, split, avail: np.ndarray, seed: int, batch_size: int, device: torch.device,
-            bf16: bool = False) -> Predictions:
-    """The model's recovered-branch output for every row of `split` under `avail` (N, 3)."""
+            bf16: bool = False, noise: torch.Tensor | None = None) -> Predictions:
+    """The model's recovered-branch output for every row of `split` under `avail` (N, 3).
+
+    `noise`: the split's start noise when the caller already drew it (`split_noise(seed, avail, ...)`).
+    """
     model.eval()
-    noise = split_noise(seed, avail, feature_shape(model))
+    if noise is None:
+        noise = split_noise(seed, avail, feature_shape(model))
     avail_t = torch.from_numpy(np.asarray(avail, dtype=bool))
     n = len(split)
     y_rec = np.empty(n, dtype=np.float32)

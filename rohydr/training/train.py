@@ -19,7 +19,7 @@ from rohydr.data.dataset import FeatureStore
 from rohydr.errors import RohydrError
 from rohydr.evaluation.masks import draw_batch_mr_masks, draw_mr_masks, load_masks
 from rohydr.evaluation.metrics import score
-from rohydr.evaluation.predict import predict
+from rohydr.evaluation.predict import feature_shape, predict, split_noise
 from rohydr.models.objectives import (
     discriminator_loss,
     stage1_loss,
@@ -39,6 +39,7 @@ from rohydr.training.runtime import autocast, configure_runtime, derived_seed, s
 
 GROUPS = ("extractor", "diffusion", "unimodal_reconstructor", "fusion", "multimodal_reconstructor",
           "discriminator", "head")
+MAIN_GROUPS = tuple(g for g in GROUPS if g != "discriminator")  # stepped by the main optimizer
 GRAD_STAGES = ("stage1", "stage2", "stage3", "joint")
 LOSS_COLUMNS = ["stage1_loss", "stage1_diffusion", "stage1_reconstruction", "disc_loss", "stage2_loss",
                 "stage2_adversarial", "stage2_l1", "stage3_loss", "joint_loss"]
@@ -60,7 +61,7 @@ class StageRunner:
             model.extractor.requires_grad_(False)
         groups = model.parameter_groups()
         self.groups = {name: [p for p in groups[name] if p.requires_grad] for name in GROUPS}
-        self.main_params = [p for name in GROUPS if name != "discriminator" for p in self.groups[name]]
+        self.main_params = [p for name in MAIN_GROUPS for p in self.groups[name]]
         self.main = torch.optim.Adam(self.main_params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         self.disc = torch.optim.Adam(self.groups["discriminator"], lr=self.cfg.disc_lr,
                                      weight_decay=self.cfg.disc_weight_decay)
@@ -95,7 +96,7 @@ class StageRunner:
         loss.backward()
         if clip:
             torch.nn.utils.clip_grad_value_(self.main_params, self.cfg.grad_clip)
-        self._record_grad_norms(stage, [g for g in GROUPS if g != "discriminator"])
+        self._record_grad_norms(stage, MAIN_GROUPS)
         self.main.step()
 
     def _discriminator_step(self, out) -> None:
@@ -165,7 +166,7 @@ class StageRunner:
                 p.grad = g
             if stage == "stage3":
                 torch.nn.utils.clip_grad_value_(self.main_params, self.cfg.grad_clip)
-            self._record_grad_norms(stage, [g for g in GROUPS if g != "discriminator"])
+            self._record_grad_norms(stage, MAIN_GROUPS)
             self.main.step()
             self._add(f"{stage}_loss", losses[stage])
         if "stage1" in losses:
@@ -202,8 +203,8 @@ def training_masks(cfg, n: int, rng: np.random.Generator, order: torch.Tensor) -
     return avail
 
 
-def validation_scores(model, split, avail, seed, batch_size, device, bf16) -> dict:
-    predictions = predict(model, split, avail, seed, batch_size, device, bf16)
+def validation_scores(model, split, avail, seed, noise, batch_size, device, bf16) -> dict:
+    predictions = predict(model, split, avail, seed, batch_size, device, bf16, noise=noise)
     metrics = score(predictions.y_rec, split.labels.cpu().numpy())
     missing = ~avail
     return {
@@ -246,6 +247,7 @@ def train(data: str, run_config_path: str, pretrained: str, masks: str, seed: in
     model = build_model(run_config, dims, length).to(device)
     start_from(model, pretrained, dims, length)
     model.measure_feature_range(train_split.features())
+    valid_noise = split_noise(seed, valid_avail, feature_shape(model))  # the same every epoch
     runner = StageRunner(model, run_config, device, bf16, stage)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         runner.main, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
@@ -258,16 +260,16 @@ def train(data: str, run_config_path: str, pretrained: str, masks: str, seed: in
         has_missing = ~avail.all(axis=1)
         runner.reset()
         for index in progress_bar(batches, progress, desc=f"epoch {epoch}", leave=False):
-            index_np = index.numpy()
-            runner.batch(train_split.batch(index.to(device)), avail_t[index.to(device)],
-                         bool(has_missing[index_np].any()))
+            on_device = index.to(device)
+            runner.batch(train_split.batch(on_device), avail_t[on_device], bool(has_missing[index.numpy()].any()))
         return runner.epoch_means()
 
     max_epochs = cfg.sequential_epochs if (stage != "all" and cfg.sequential_epochs) else cfg.max_epochs
     loop = EpochLoop(
         model=model, optimizers={"main": runner.main, "disc": runner.disc}, scheduler=scheduler,
         train_epoch=train_epoch,
-        validate=lambda: validation_scores(model, valid_split, valid_avail, seed, cfg.batch_size * 4, device, bf16),
+        validate=lambda: validation_scores(model, valid_split, valid_avail, seed, valid_noise, cfg.batch_size * 4,
+                                   device, bf16),
         monitor=MONITOR[stage], max_epochs=max_epochs, early_stop=cfg.early_stop, seed=seed,
         log_path=Path(log), columns=LOG_COLUMNS, progress=progress,
         fingerprint={"stage": stage, "run_config": run_config.to_dict(), "data": str(Path(data).resolve()),

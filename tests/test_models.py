@@ -12,6 +12,8 @@ from rohydr.cli import main as cli_main
 from rohydr.config import build_run_config
 from rohydr.models import GROUP_NAMES, RoHyDR
 from rohydr.models.describe import REFERENCE_COUNTS, parameter_counts
+from rohydr.models.dit import DiT1d
+from rohydr.models.fusion import DroppedAttention, future_mask, relu_dropout
 from rohydr.models.noise_schedule import NoiseSchedule
 from rohydr.models.objectives import discriminator_loss, stage1_loss, stage2_generator_loss, stage3_loss
 
@@ -140,6 +142,91 @@ def test_sampler_is_differentiable_with_grad_and_builds_no_graph_without():
     sample = schedule.ddim_sample(eps_model, None, noise, steps=5)
     sample.sum().backward()
     assert net.weight.grad is not None and net.weight.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------------------------ memory- and time-saving kernels
+def explicit_dropped_attention(q, k, v, allowed, dropout):
+    """The textbook formula, differentiated by autograd; the keep-mask drawn as DroppedAttention draws it."""
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    keep = torch.rand(scores.shape) >= dropout
+    return (scores.softmax(dim=-1) * keep / (1 - dropout)) @ v
+
+
+@pytest.mark.parametrize("causal, lengths", [(False, (7, 9)), (True, (6, 6)), (True, (5, 8))])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_dropped_attention_equals_the_formula_and_its_gradients(causal, lengths, dropout):
+    T, S = lengths
+    q, k, v = (torch.randn(3, 2, n, 4, dtype=torch.float64, requires_grad=True) for n in (T, S, S))
+    allowed = future_mask(T, S, q.device) if causal else None
+    grad_out = torch.randn(3, 2, T, 4, dtype=torch.float64)
+    results = []
+    for attention in (DroppedAttention.apply, explicit_dropped_attention):
+        torch.manual_seed(1)
+        y = attention(q, k, v, allowed, dropout)
+        results.append((y, *torch.autograd.grad(y, (q, k, v), grad_out)))
+    for ours, explicit in zip(*results):
+        torch.testing.assert_close(ours, explicit)
+    if dropout:  # the mask really drops weights: the output differs from undropped attention
+        assert not torch.allclose(results[0][0], explicit_dropped_attention(q, k, v, allowed, 0.0))
+
+
+def test_relu_dropout_equals_the_formula_and_its_gradient():
+    x = torch.randn(4, 5, 6, dtype=torch.float64, requires_grad=True)
+    grad_out = torch.randn_like(x)
+    torch.manual_seed(3)
+    ours = relu_dropout(x, 0.4, training=True)
+    torch.manual_seed(3)
+    explicit = torch.relu(x) * (torch.rand(x.shape) >= 0.4) / 0.6
+    torch.testing.assert_close(ours, explicit)
+    torch.testing.assert_close(torch.autograd.grad(ours, x, grad_out)[0], torch.autograd.grad(explicit, x, grad_out)[0])
+    assert torch.equal(relu_dropout(x, 0.4, training=False), torch.relu(x))
+
+
+def test_fusion_training_keeps_no_attention_weights_for_backward():
+    """Per attention layer only q, k, v, the boolean keep-mask and the row log-sum-exp are kept: no
+    (B, heads, T, T) float tensor, which is what made MulT's dropout path memory-heavy."""
+    fusion = make_model(preset="small").fusion.train()
+    T = 6
+    feats = tuple(torch.randn(5, T, fusion.memory["l"].dim // 2, requires_grad=True) for _ in MODALITIES)
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+        fused = fusion(feats)
+    square_float = [t for t in kept if t.dtype == torch.float32 and t.dim() == 4 and t.shape[-2:] == (T, T)]
+    assert square_float == [] and any(t.dtype == torch.bool and t.dim() == 4 for t in kept)
+    fused.sum().backward()
+    assert all(f.grad is not None and f.grad.abs().sum() > 0 for f in feats)
+
+
+def test_dit_inference_attention_equals_the_fused_kernel():
+    torch.manual_seed(0)
+    dit = DiT1d(d=6, length=10, hidden=32, depth=2, heads=8).eval()
+    for p in dit.parameters():
+        torch.nn.init.normal_(p, std=0.1)  # adaLN-Zero starts as the identity: make every block matter
+    x, cond, t = torch.randn(4, 10, 6), torch.randn(4, 10, 6), torch.tensor([0, 10, 500, 999])
+    with torch.enable_grad():
+        fused = dit(x, t, cond).detach()  # grad enabled: scaled_dot_product_attention
+    with torch.no_grad():
+        batched = dit(x, t, cond)  # small_head_attention
+    torch.testing.assert_close(batched, fused, rtol=1e-5, atol=1e-5)
+    assert fused.abs().max() > 0.1
+
+
+def test_compiled_denoisers_trace_as_one_graph_and_give_the_same_recovery(tiny_model):
+    """fullgraph: a graph break would raise. The eager backend checks the capture without compiling C++."""
+    inputs, avail = make_inputs(), pattern_avail(14)
+    noise = start_noise(tiny_model, 14)
+    tiny_model.eval()
+    with torch.no_grad():
+        eager = tiny_model(*inputs, avail, noise=noise, with_losses=False).y_rec
+        tiny_model.compile_denoisers(backend="eager", fullgraph=True)
+        compiled = tiny_model(*inputs, avail, noise=noise, with_losses=False).y_rec
+    torch.testing.assert_close(compiled, eager)
+    tiny_model.train()
+    out = tiny_model(*inputs, avail, generator=torch.Generator().manual_seed(0))
+    stage1_loss(out, 1.0).backward()
+    assert all(p.grad is not None for p in tiny_model.diffusion.parameters() if p.requires_grad)
 
 
 # ------------------------------------------------------------------------------------------------ recovery semantics

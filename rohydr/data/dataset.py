@@ -42,6 +42,12 @@ class SplitTensors:
         return SplitTensors(self.text.to(device), self.audio.to(device), self.vision.to(device),
                             self.labels.to(device), self.ids, mask)
 
+    def subset(self, rows: slice) -> SplitTensors:
+        """The samples at `rows`, as views."""
+        mask = None if self.text_mask is None else self.text_mask[rows]
+        return SplitTensors(self.text[rows], self.audio[rows], self.vision[rows], self.labels[rows],
+                            self.ids[rows], mask)
+
     def batch(self, index: torch.Tensor) -> tuple[Features, torch.Tensor]:
         """((text, audio, vision), labels) of the samples at `index` (a LongTensor on the same device)."""
         return (self.text[index], self.audio[index], self.vision[index]), self.labels[index]

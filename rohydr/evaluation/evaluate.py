@@ -21,7 +21,7 @@ from rohydr.training.checkpoint import check_data_matches, load_model
 from rohydr.training.pretrain import complete_predictions
 from rohydr.training.runtime import configure_runtime
 
-EVAL_BATCH = 256
+EVAL_BATCH = 128
 
 
 def predict_patterns(model, split, seed: int, device, bf16: bool, patterns: list[str]) -> dict[str, Predictions]:
@@ -72,8 +72,11 @@ def write_predictions(path: str, ids, labels, by_pattern: dict[str, Predictions]
 
 
 def evaluate(data: str, model_path: str, masks_path: str, seed: int, split_name: str, out: str,
-             predictions_path: str, device: torch.device, bf16: bool = False) -> pd.DataFrame:
+             predictions_path: str, device: torch.device, bf16: bool = False,
+             compile_model: bool = False) -> pd.DataFrame:
     model, payload = load_model(model_path, device)
+    if compile_model:
+        model.compile_denoisers()
     with FeatureStore(data) as store:
         check_data_matches(payload, store.dims, store.length, model_path)
         split = store.split(split_name).to(device)
@@ -93,9 +96,9 @@ def evaluate(data: str, model_path: str, masks_path: str, seed: int, split_name:
 
 
 def cli_evaluate(args) -> int:
-    device = configure_runtime(args)
+    device = configure_runtime(args, inference=True)
     table = evaluate(args.data, args.model, args.masks, args.seed, args.split, args.out, args.predictions,
-                     device, args.bf16)
+                     device, args.bf16, compile_model=args.compile)
     wide = table[table.metric.isin(["acc2_non0", "f1_non0", "mae"])].pivot(index="condition", columns="metric",
                                                                           values="value")
     print(wide.round(4).to_string())

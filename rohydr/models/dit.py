@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+    """x (B, T, C) * (1 + scale) + shift, with shift and scale (B, 1, C), in one kernel."""
+    return torch.addcmul(shift, x, 1 + scale)
 
 
 class TimestepEmbedder(nn.Module):
@@ -52,8 +53,24 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v)  # (B, heads, T, C/heads)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+        if self.training or torch.is_grad_enabled():
+            y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)  # (B, T, heads, C/heads)
+        else:
+            y = small_head_attention(q, k, v)
+        return self.proj(y.reshape(B, T, C))
+
+
+def small_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Softmax attention without grad, (B, heads, T, c) -> (B, T, heads, c), for heads of a few channels.
+
+    The same function as scaled_dot_product_attention, but with 16 heads of width 4 its fused CPU
+    kernel issues thousands of tiny matrix products per call; two batched products (the second one
+    transposed so that its inner dimension is T, not c) are about 1.6x faster here. Training keeps the
+    fused kernel: it stores no (B, heads, T, T) probabilities for backward and makes no large
+    temporaries.
+    """
+    probabilities = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2)).softmax(dim=-1)  # (B, heads, T, T)
+    return torch.matmul(v.transpose(-1, -2), probabilities.transpose(-1, -2)).permute(0, 3, 1, 2)
 
 
 class DiTBlock(nn.Module):
@@ -70,10 +87,10 @@ class DiTBlock(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 6 * hidden))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
-        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
-        x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
-        return x
+        modulation = self.adaLN_modulation(c).unsqueeze(1)  # (B, 1, 6 * hidden)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation.chunk(6, dim=2)
+        x = torch.addcmul(x, gate_msa, self.attn(modulate(self.norm1(x), shift_msa, scale_msa)))
+        return torch.addcmul(x, gate_mlp, self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp)))
 
 
 class FinalLayer(nn.Module):
@@ -84,7 +101,7 @@ class FinalLayer(nn.Module):
         self.linear = nn.Linear(hidden, out_channels)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
+        shift, scale = self.adaLN_modulation(c).unsqueeze(1).chunk(2, dim=2)
         return self.linear(modulate(self.norm_final(x), shift, scale))
 
 

@@ -68,14 +68,82 @@ class MultiheadAttention(nn.Module):
         else:
             q = F.linear(query, self.in_proj_weight[:D], self.in_proj_bias[:D])
             k, v = F.linear(source, self.in_proj_weight[D:], self.in_proj_bias[D:]).chunk(2, dim=-1)
-        q_len, k_len = q.shape[1], k.shape[1]
-        square_causal = causal and q_len == k_len
-        mask = future_mask(q_len, k_len, query.device) if causal and not square_causal else None
-        dropout = self.attn_dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(self._split(q), self._split(k), self._split(v), attn_mask=mask,
-                                           dropout_p=dropout, is_causal=square_causal)
+        q, k, v = self._split(q), self._split(k), self._split(v)
+        q_len, k_len = q.shape[2], k.shape[2]
+        allowed = future_mask(q_len, k_len, query.device) if causal else None
+        if self.training and self.attn_dropout > 0 and torch.is_grad_enabled():
+            y = DroppedAttention.apply(q, k, v, allowed, self.attn_dropout)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
         B, _, T, _ = y.shape
         return self.out_proj(y.transpose(1, 2).reshape(B, T, D))
+
+
+class DroppedAttention(torch.autograd.Function):
+    """softmax(q k^T / sqrt(c)) with dropout on the attention weights, times v: (B, heads, T, c) -> same.
+
+    What scaled_dot_product_attention computes with dropout_p, but it keeps for backward only q, k, v,
+    the boolean keep-mask and each row's log-sum-exp, and recomputes the probabilities in backward.
+    The fused CPU kernels do not take dropout, and the unfused path stores three (B, heads, T, S) float
+    tensors per layer: half of the activations a training batch keeps at the MOSI preset.
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
+    def forward(ctx, q, k, v, allowed, dropout: float):
+        scale = q.shape[-1] ** -0.5
+        scores = _masked_scores(q, k, scale, allowed)  # (B, heads, T, S)
+        log_norm = torch.logsumexp(scores, dim=-1, keepdim=True)
+        keep = torch.rand(scores.shape, device=scores.device) >= dropout
+        weights = scores.sub_(log_norm).exp_().mul_(keep).mul_(1 / (1 - dropout))
+        ctx.save_for_backward(q, k, v, keep, log_norm, allowed)
+        ctx.scale, ctx.dropout = scale, dropout
+        return torch.matmul(weights, v)
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, grad_out):
+        q, k, v, keep, log_norm, allowed = ctx.saved_tensors
+        keep_scale = 1 / (1 - ctx.dropout)
+        probabilities = _masked_scores(q, k, ctx.scale, allowed).sub_(log_norm).exp_()
+        weights = probabilities * keep * keep_scale
+        grad_v = torch.matmul(weights.transpose(-1, -2), grad_out)
+        grad_p = torch.matmul(grad_out, v.transpose(-1, -2)).mul_(keep).mul_(keep_scale)
+        grad_scores = probabilities.mul_(grad_p - (grad_p * probabilities).sum(dim=-1, keepdim=True))
+        grad_q = torch.matmul(grad_scores, k).mul_(ctx.scale)
+        grad_k = torch.matmul(grad_scores.transpose(-1, -2), q).mul_(ctx.scale)
+        return grad_q, grad_k, grad_v, None, None
+
+
+def relu_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    if training and p > 0 and torch.is_grad_enabled():
+        return ReLUDropout.apply(x, p)
+    return F.dropout(F.relu(x), p, training)
+
+
+class ReLUDropout(torch.autograd.Function):
+    """dropout(relu(x)), keeping only its output for backward: the output is positive exactly where
+    the gradient passes (x > 0 and kept), and the next layer keeps that same tensor anyway."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
+    def forward(ctx, x, p: float):
+        keep = torch.rand(x.shape, device=x.device) >= p
+        out = F.relu(x).mul_(keep).mul_(1 / (1 - p))
+        ctx.save_for_backward(out)
+        ctx.p = p
+        return out
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, grad_out):
+        (out,) = ctx.saved_tensors
+        return grad_out * (out > 0) * (1 / (1 - ctx.p)), None
+
+
+def _masked_scores(q, k, scale: float, allowed: torch.Tensor | None) -> torch.Tensor:
+    scores = torch.matmul(q * scale, k.transpose(-1, -2))
+    return scores if allowed is None else scores.masked_fill_(~allowed, float("-inf"))
 
 
 class EncoderLayer(nn.Module):
@@ -96,7 +164,7 @@ class EncoderLayer(nn.Module):
         source = self.norm_attn(source) if source is not None else None
         h = self.attn(self.norm_attn(x), source, self.causal)
         x = x + F.dropout(h, self.res_dropout, self.training)
-        h = F.dropout(F.relu(self.fc1(self.norm_ffn(x))), self.relu_dropout, self.training)
+        h = relu_dropout(self.fc1(self.norm_ffn(x)), self.relu_dropout, self.training)
         return x + F.dropout(self.fc2(h), self.res_dropout, self.training)
 
 

@@ -6,7 +6,6 @@ settings in separate invocations.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import tempfile
@@ -20,11 +19,12 @@ from rohydr.config import FAITHFUL, build_run_config
 from rohydr.data.dataset import FeatureStore
 from rohydr.errors import RohydrError
 from rohydr.evaluation.evaluate import EVAL_BATCH, predict_patterns
-from rohydr.evaluation.masks import CONDITIONS, PATTERNS, draw_mr_masks
+from rohydr.evaluation.masks import BATCH_MR, CONDITIONS, PATTERNS, draw_batch_mr_masks, draw_mr_masks
+from rohydr.evaluation.predict import predict
 from rohydr.io import write_text_atomic
 from rohydr.training.checkpoint import build_model
 from rohydr.training.run_config import parse_overrides
-from rohydr.training.runtime import configure_runtime, peak_memory_mb, seed_everything
+from rohydr.training.runtime import configure_runtime, peak_memory_mb, keep_freed_memory, seed_everything
 from rohydr.training.train import StageRunner
 
 MOSI_SIZES = (1284, 229, 686)
@@ -46,6 +46,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed(device: torch.device, fn, *args, **kwargs) -> float:
+    """Wall seconds of fn(*args, **kwargs), with the device's queue drained before and after."""
+    _sync(device)
+    start = time.perf_counter()
+    fn(*args, **kwargs)
+    _sync(device)
+    return time.perf_counter() - start
+
+
 def time_training(runner: StageRunner, split, batches: int, device: torch.device) -> dict:
     """Seconds per batch of each stage at the training MR, averaged over `batches` batches."""
     cfg = runner.cfg
@@ -65,45 +74,51 @@ def time_training(runner: StageRunner, split, batches: int, device: torch.device
         index = order[(b * cfg.batch_size) % len(split):][:cfg.batch_size].to(device)
         batch, batch_avail = split.batch(index), avail[index]
         for stage in stages:
-            _sync(device)
-            start = time.perf_counter()
-            if stage in ("joint", "shared_forward"):
-                getattr(runner, stage)(batch, batch_avail, has_missing=True)
-            else:
-                getattr(runner, stage)(batch, batch_avail)
-            _sync(device)
+            extra = {"has_missing": True} if stage in ("joint", "shared_forward") else {}
+            elapsed = timed(device, getattr(runner, stage), batch, batch_avail, **extra)
             if b >= warmup:
-                seconds[stage] += time.perf_counter() - start
+                seconds[stage] += elapsed
     return {stage: total / batches for stage, total in seconds.items()}
 
 
+def time_evaluation(model, split, device: torch.device, bf16: bool) -> float:
+    """Seconds to predict every condition: one pass per availability pattern (as `rohydr evaluate`)."""
+    return timed(device, predict_patterns, model, split, 0, device, bf16, list(PATTERNS))
+
+
+def time_reference_evaluation(model, split, batch_size: int, device: torch.device, bf16: bool) -> float:
+    """Seconds for the reference's single evaluation: MR 0.7 drawn per batch (one pattern per batch of
+    `batch_size`; at MR 0.7 every batch keeps one modality and recovers two), same kernels."""
+    avail = draw_batch_mr_masks(len(split), batch_size, BATCH_MR, np.random.default_rng(0))
+    return timed(device, predict, model, split, avail, 0, batch_size, device, bf16)
+
+
 def bench(preset: str, overrides: list[dict], data: str | None, batches: int, eval_samples: int,
-          device: torch.device, bf16: bool) -> dict:
+          device: torch.device, bf16: bool, compile_model: bool = False) -> dict:
     run_config = build_run_config(preset, *overrides)
     seed_everything(0, "bench")
     with tempfile.TemporaryDirectory() as folder:
         path = data or synthetic_features(Path(folder))
         with FeatureStore(path) as store:
-            train_split, test_split = store.split("train").to(device), store.split("test").to(device)
-            dims, length = store.dims, store.length
-    model = build_model(run_config, dims, length).to(device)
-    runner = StageRunner(model, run_config, device, bf16, stage="all")
-    per_batch = time_training(runner, train_split, batches, device)
+            train_split, dims, length = store.split("train").to(device), store.dims, store.length
+        model = build_model(run_config, dims, length).to(device)
+        if compile_model:
+            model.compile_denoisers()
+        runner = StageRunner(model, run_config, device, bf16, stage="all")
+        per_batch = time_training(runner, train_split, batches, device)
+        train_peak = peak_memory_mb(device)  # before the test split is loaded
+
+        with FeatureStore(path) as store:
+            test_split = store.split("test").to(device)
+    if eval_samples:
+        test_split = test_split.subset(slice(0, min(eval_samples, len(test_split))))
+    keep_freed_memory()  # as `rohydr evaluate` does
+    eval_seconds = time_evaluation(model, test_split, device, bf16)
+    reference_seconds = time_reference_evaluation(model, test_split, run_config.train.batch_size, device, bf16)
     batch_seconds = sum(per_batch.values())
     n_batches = math.ceil(len(train_split) / run_config.train.batch_size)
-
-    if eval_samples:
-        keep = slice(0, min(eval_samples, len(test_split)))
-        test_split = dataclasses.replace(test_split, text=test_split.text[keep], audio=test_split.audio[keep],
-                                         vision=test_split.vision[keep], labels=test_split.labels[keep],
-                                         ids=test_split.ids[keep], text_mask=None)
-    _sync(device)
-    start = time.perf_counter()
-    predict_patterns(model, test_split, 0, device, bf16, list(PATTERNS))
-    _sync(device)
-    eval_seconds = time.perf_counter() - start
     return {
-        "preset": preset, "overrides": overrides, "device": str(device), "bf16": bf16,
+        "preset": preset, "overrides": overrides, "device": str(device), "bf16": bf16, "compile": compile_model,
         "threads": torch.get_num_threads(), "batch_size": run_config.train.batch_size,
         "train_mr": run_config.train.train_mr, "train_samples": len(train_split),
         "seconds_per_batch": {**{k: round(v, 4) for k, v in per_batch.items()}, "total": round(batch_seconds, 4)},
@@ -112,6 +127,9 @@ def bench(preset: str, overrides: list[dict], data: str | None, batches: int, ev
         "eval_samples": len(test_split), "eval_conditions": len(CONDITIONS), "eval_batch": EVAL_BATCH,
         "eval_seconds": round(eval_seconds, 2),
         "eval_samples_per_second": round(len(test_split) * len(PATTERNS) / eval_seconds, 1),
+        "reference_eval_seconds": round(reference_seconds, 2),
+        "eval_ratio_to_reference": round(eval_seconds / reference_seconds, 2),
+        "train_peak_memory_mb": round(train_peak, 1),
         "peak_memory_mb": round(peak_memory_mb(device), 1),
     }
 
@@ -126,7 +144,10 @@ def format_table(result: dict) -> str:
                  f"{result['train_samples']} samples)")
     lines.append(f"  evaluate       {result['eval_seconds']:9.2f} s for {result['eval_conditions']} conditions "
                  f"over {result['eval_samples']} samples")
-    lines.append(f"  peak memory    {result['peak_memory_mb']:9.1f} MB")
+    lines.append(f"  reference eval {result['reference_eval_seconds']:9.2f} s for its one condition (MR 0.7 drawn "
+                 f"per batch of {result['batch_size']}); all conditions take {result['eval_ratio_to_reference']}x that")
+    lines.append(f"  peak memory    {result['train_peak_memory_mb']:9.1f} MB after training, "
+                 f"{result['peak_memory_mb']:.1f} MB after evaluation")
     return "\n".join(lines)
 
 
@@ -136,7 +157,7 @@ def cli_bench(args) -> int:
         raise RohydrError("--batches must be at least 1")
     overrides = ([FAITHFUL] if args.faithful else []) + parse_overrides(args.override)
     result = bench(args.preset, overrides, args.data, args.batches, args.eval_samples,
-                   device, args.bf16)
+                   device, args.bf16, compile_model=args.compile)
     print(format_table(result))
     if args.json_out:
         write_text_atomic(args.json_out, json.dumps(result, indent=2) + "\n")

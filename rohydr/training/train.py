@@ -227,7 +227,8 @@ def start_from(model, path: str, dims, length) -> None:
 
 
 def train(data: str, run_config_path: str, pretrained: str, masks: str, seed: int, out: str, log: str,
-          device: torch.device, stage: str = "all", bf16: bool = False, progress: bool = True) -> dict:
+          device: torch.device, stage: str = "all", bf16: bool = False, progress: bool = True,
+          compile_model: bool = False) -> dict:
     run_config = load_run_config(run_config_path)
     cfg = run_config.train
     if (stage != "all") != (cfg.schedule == "sequential"):
@@ -247,6 +248,8 @@ def train(data: str, run_config_path: str, pretrained: str, masks: str, seed: in
     model = build_model(run_config, dims, length).to(device)
     start_from(model, pretrained, dims, length)
     model.measure_feature_range(train_split.features())
+    if compile_model:
+        model.compile_denoisers()
     valid_noise = split_noise(seed, valid_avail, feature_shape(model))  # the same every epoch
     runner = StageRunner(model, run_config, device, bf16, stage)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -287,6 +290,6 @@ def train(data: str, run_config_path: str, pretrained: str, masks: str, seed: in
 def cli_train(args) -> int:
     device = configure_runtime(args)
     best = train(args.data, args.run_config, args.pretrained, args.masks, args.seed, args.out, args.log, device,
-                 stage=args.stage, bf16=args.bf16, progress=not args.no_progress)
+                 stage=args.stage, bf16=args.bf16, progress=not args.no_progress, compile_model=args.compile)
     print(f"best epoch {best['epoch']}: " + " ".join(f"{k} {best[k]:.4f}" for k in ("val_l1", "val_acc2", "val_f1")))
     return 0

@@ -70,7 +70,8 @@ def train_logs(dataset, runs):
 
 
 def runtime_args():
-    return f"--device {config['device']}" + (" --bf16" if config["bf16"] else "")
+    flags = [f"--device {config['device']}"] + [f"--{flag}" for flag in ("bf16", "compile") if config[flag]]
+    return " ".join(flags)
 
 
 TABLES = ["missing_patterns", "missing_rates", "ablation"]

@@ -94,7 +94,7 @@ class DroppedAttention(torch.autograd.Function):
         scale = q.shape[-1] ** -0.5
         scores = _masked_scores(q, k, scale, allowed)  # (B, heads, T, S)
         log_norm = torch.logsumexp(scores, dim=-1, keepdim=True)
-        keep = torch.rand(scores.shape, device=scores.device) >= dropout
+        keep = _keep_mask(scores, dropout)
         weights = scores.sub_(log_norm).exp_().mul_(keep).mul_(1 / (1 - dropout))
         ctx.save_for_backward(q, k, v, keep, log_norm, allowed)
         ctx.scale, ctx.dropout = scale, dropout
@@ -128,8 +128,7 @@ class ReLUDropout(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx, x, p: float):
-        keep = torch.rand(x.shape, device=x.device) >= p
-        out = F.relu(x).mul_(keep).mul_(1 / (1 - p))
+        out = F.relu(x).mul_(_keep_mask(x, p)).mul_(1 / (1 - p))
         ctx.save_for_backward(out)
         ctx.p = p
         return out
@@ -139,6 +138,11 @@ class ReLUDropout(torch.autograd.Function):
     def backward(ctx, grad_out):
         (out,) = ctx.saved_tensors
         return grad_out * (out > 0) * (1 / (1 - ctx.p)), None
+
+
+def _keep_mask(like: torch.Tensor, p: float) -> torch.Tensor:
+    """Bool mask shaped like `like`, True with probability 1 - p (the global generator's draw)."""
+    return torch.rand(like.shape, device=like.device) >= p
 
 
 def _masked_scores(q, k, scale: float, allowed: torch.Tensor | None) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 from rohydr import MODALITIES
 from rohydr.cli import main as cli_main
 from rohydr.config import build_run_config
-from rohydr.models import GROUP_NAMES, RoHyDR
+from rohydr.models import GROUP_NAMES, RoHyDR, cpu_kernels
 from rohydr.models.describe import REFERENCE_COUNTS, parameter_counts
 from rohydr.models.dit import DiT1d
 from rohydr.models.fusion import DroppedAttention, future_mask, relu_dropout
@@ -199,18 +199,19 @@ def test_fusion_training_keeps_no_attention_weights_for_backward():
     assert all(f.grad is not None and f.grad.abs().sum() > 0 for f in feats)
 
 
-def test_dit_inference_attention_equals_the_fused_kernel():
+def test_dit_batched_inference_attention_equals_scaled_dot_product_attention(monkeypatch):
+    monkeypatch.setenv(cpu_kernels.ENV_SWITCH, "0")  # the eager path of CPUs without the fused kernels
     torch.manual_seed(0)
     dit = DiT1d(d=6, length=10, hidden=32, depth=2, heads=8).eval()
     for p in dit.parameters():
         torch.nn.init.normal_(p, std=0.1)  # adaLN-Zero starts as the identity: make every block matter
     x, cond, t = torch.randn(4, 10, 6), torch.randn(4, 10, 6), torch.tensor([0, 10, 500, 999])
     with torch.enable_grad():
-        fused = dit(x, t, cond).detach()  # grad enabled: scaled_dot_product_attention
+        sdpa = dit(x, t, cond).detach()  # grad enabled: scaled_dot_product_attention
     with torch.no_grad():
         batched = dit(x, t, cond)  # small_head_attention
-    torch.testing.assert_close(batched, fused, rtol=1e-5, atol=1e-5)
-    assert fused.abs().max() > 0.1
+    torch.testing.assert_close(batched, sdpa, rtol=1e-5, atol=1e-5)
+    assert sdpa.abs().max() > 0.1
 
 
 def test_compiled_denoisers_trace_as_one_graph_and_give_the_same_recovery(tiny_model):

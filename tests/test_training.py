@@ -209,4 +209,6 @@ def test_bench_reports_every_figure(workspace, tmp_path):
     figures = json.loads(out.read_text())
     assert set(figures["seconds_per_batch"]) == {"shared_forward", "total"}
     assert figures["eval_samples"] == 8 and figures["peak_memory_mb"] > 0
+    assert figures["reference_eval_seconds"] > figures["reference_text_encoder_seconds"] > 0
+    assert figures["eval_ratio_to_reference"] > 0 and figures["eval_ratio_to_reference_same_kernels"] > 0
     assert "train epoch" in result.stdout

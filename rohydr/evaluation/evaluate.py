@@ -25,10 +25,13 @@ EVAL_BATCH = 128
 
 
 def predict_patterns(model, split, seed: int, device, bf16: bool, patterns: list[str]) -> dict[str, Predictions]:
-    n = len(split)
-    return {name: predict(model, split, np.tile(np.array(PATTERNS[name], dtype=bool), (n, 1)), seed,
-                          EVAL_BATCH, device, bf16)
-            for name in patterns}
+    """Predictions under each availability pattern; the first pass's fused true features serve the rest."""
+    n, by_pattern, truth = len(split), {}, None
+    for name in patterns:
+        avail = np.tile(np.array(PATTERNS[name], dtype=bool), (n, 1))
+        by_pattern[name] = predict(model, split, avail, seed, EVAL_BATCH, device, bf16, fused_truth=truth)
+        truth = by_pattern[name].fused_truth
+    return by_pattern
 
 
 def complete_only(model, split, device, bf16) -> dict[str, Predictions]:

@@ -47,14 +47,18 @@ class Predictions:
     rec_mse: np.ndarray  # (N, 3) MSE of recovered vs true extracted features; NaN where available
     rec_cos: np.ndarray  # (N, 3) cosine similarity, same layout
     fusion_l1: np.ndarray  # (N,) L1 of the recovered fused vector (after MR) vs the true one; NaN if complete
+    fused_truth: torch.Tensor | None = None  # (N, 6d) f_gt: the true features fused, the same under every pattern
 
 
 @torch.no_grad()
 def predict(model, split, avail: np.ndarray, seed: int, batch_size: int, device: torch.device,
-            bf16: bool = False, noise: torch.Tensor | None = None) -> Predictions:
+            bf16: bool = False, noise: torch.Tensor | None = None,
+            fused_truth: torch.Tensor | None = None) -> Predictions:
     """The model's recovered-branch output for every row of `split` under `avail` (N, 3).
 
     `noise`: the split's start noise when the caller already drew it (`split_noise(seed, avail, ...)`).
+    `fused_truth`: the split's f_gt from an earlier call (`Predictions.fused_truth`), so that the true
+    features are not fused again.
     """
     model.eval()
     if noise is None:
@@ -65,12 +69,15 @@ def predict(model, split, avail: np.ndarray, seed: int, batch_size: int, device:
     rec_mse = np.full((n, 3), np.nan, dtype=np.float32)
     rec_cos = np.full((n, 3), np.nan, dtype=np.float32)
     fusion_l1 = np.full(n, np.nan, dtype=np.float32)
+    truth_batches = []
     for start in range(0, n, batch_size):
         index = torch.arange(start, min(start + batch_size, n))
         (text, audio, vision), _ = split.batch(index)
+        truth = fused_truth[index].to(device) if fused_truth is not None else None
         with autocast(device, bf16):
             out = model(text.to(device), audio.to(device), vision.to(device), avail_t[index].to(device),
-                        noise=noise[index].to(device), with_losses=False)
+                        noise=noise[index].to(device), with_losses=False, fused_truth=truth)
+        truth_batches.append(out.f_gt.float().cpu())
         y_rec[index.numpy()] = out.y_rec.float().cpu().numpy()
         l1 = (out.f_rec_mr.float() - out.f_gt.float()).abs().mean(dim=1)
         missing = out.missing_rows.cpu().numpy()
@@ -84,4 +91,5 @@ def predict(model, split, avail: np.ndarray, seed: int, batch_size: int, device:
             rows_np = index[rows.cpu()].numpy()
             rec_mse[rows_np, slot] = mse.cpu().numpy()
             rec_cos[rows_np, slot] = cos.cpu().numpy()
-    return Predictions(y_rec, rec_mse, rec_cos, fusion_l1)
+    fused = torch.cat(truth_batches) if truth_batches else torch.empty(0, 2 * len(MODALITIES) * model.config.d)
+    return Predictions(y_rec, rec_mse, rec_cos, fusion_l1, fused)

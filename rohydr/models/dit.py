@@ -4,6 +4,9 @@ Tokens are the T time steps of a (B, T, d) sequence: linear embedding d -> hidde
 positional embedding. The conditioning vector is the timestep embedding plus a linear embedding of the
 time-mean of the condition sequence. Unlike the reference, the output layer emits d channels directly
 (no learned-sigma half that is thrown away, no extra hidden -> d projection).
+
+Without autograd on a CPU, the blocks run on the fused kernels of rohydr.models.cpu_kernels (the
+same functions, far faster for heads of four channels); elsewhere on PyTorch's kernels.
 """
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from rohydr.models import cpu_kernels
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -52,22 +57,26 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
+        kernels = cpu_kernels.for_tensor(x)
+        if kernels is not None:
+            q, k, v = self.qkv(x).chunk(3, dim=2)
+            return self.proj(kernels.attention(q, k, v, self.heads, False))
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
-        if self.training or torch.is_grad_enabled():
-            y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)  # (B, T, heads, C/heads)
-        else:
+        if x.device.type == "cpu" and not torch.is_grad_enabled() and not cpu_kernels.stock_only():
             y = small_head_attention(q, k, v)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)  # (B, T, heads, C/heads)
         return self.proj(y.reshape(B, T, C))
 
 
 def small_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Softmax attention without grad, (B, heads, T, c) -> (B, T, heads, c), for heads of a few channels.
+    """Softmax attention without grad, (B, heads, T, c) -> (B, T, heads, c), for heads of a few channels:
+    the eager path of CPUs without the fused kernels.
 
-    The same function as scaled_dot_product_attention, but with 16 heads of width 4 its fused CPU
-    kernel issues thousands of tiny matrix products per call; two batched products (the second one
-    transposed so that its inner dimension is T, not c) are about 1.6x faster here. Training keeps the
-    fused kernel: it stores no (B, heads, T, T) probabilities for backward and makes no large
-    temporaries.
+    The same function as scaled_dot_product_attention, but with 16 heads of width 4 its CPU kernel
+    issues thousands of tiny matrix products per call; two batched products (the second one
+    transposed so that its inner dimension is T, not c) are about 1.6x faster here. Autograd keeps
+    scaled_dot_product_attention: it stores no (B, heads, T, T) probabilities for backward.
     """
     probabilities = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2)).softmax(dim=-1)  # (B, heads, T, T)
     return torch.matmul(v.transpose(-1, -2), probabilities.transpose(-1, -2)).permute(0, 3, 1, 2)
@@ -87,10 +96,21 @@ class DiTBlock(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 6 * hidden))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        modulation = self.adaLN_modulation(c).unsqueeze(1)  # (B, 1, 6 * hidden)
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation.chunk(6, dim=2)
+        modulation = self.adaLN_modulation(c)  # (B, 6 * hidden)
+        kernels = cpu_kernels.for_tensor(x)
+        if kernels is not None:
+            return self._fused_forward(kernels, x, modulation.chunk(6, dim=1))
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation.unsqueeze(1).chunk(6, dim=2)
         x = torch.addcmul(x, gate_msa, self.attn(modulate(self.norm1(x), shift_msa, scale_msa)))
         return torch.addcmul(x, gate_mlp, self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp)))
+
+    def _fused_forward(self, kernels, x: torch.Tensor, modulation: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The same block on the fused CPU kernels."""
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation  # each (B, hidden)
+        x = torch.addcmul(x, gate_msa[:, None], self.attn(kernels.layernorm_modulate(x, shift_msa, scale_msa,
+                                                                                      self.norm1.eps)))
+        h = kernels.gelu_tanh_(self.mlp[0](kernels.layernorm_modulate(x, shift_mlp, scale_mlp, self.norm2.eps)))
+        return torch.addcmul(x, gate_mlp[:, None], self.mlp[2](h))
 
 
 class FinalLayer(nn.Module):

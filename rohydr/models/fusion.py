@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rohydr import MODALITIES
+from rohydr.models import cpu_kernels
 
 
 def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
@@ -68,6 +69,9 @@ class MultiheadAttention(nn.Module):
         else:
             q = F.linear(query, self.in_proj_weight[:D], self.in_proj_bias[:D])
             k, v = F.linear(source, self.in_proj_weight[D:], self.in_proj_bias[D:]).chunk(2, dim=-1)
+        kernels = None if self.training and self.attn_dropout > 0 else cpu_kernels.for_tensor(query)
+        if kernels is not None:
+            return self.out_proj(kernels.attention(q, k, v, self.heads, causal))
         q, k, v = self._split(q), self._split(k), self._split(v)
         q_len, k_len = q.shape[2], k.shape[2]
         allowed = future_mask(q_len, k_len, query.device) if causal else None

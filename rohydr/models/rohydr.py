@@ -246,17 +246,25 @@ class RoHyDR(nn.Module):
     # ----------------------------------------------------------------------------------------------
     def forward(self, text: torch.Tensor, audio: torch.Tensor, vision: torch.Tensor, avail: torch.Tensor,
                 noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                with_losses: bool = True, sampler_steps: int | None = None) -> Output:
+                with_losses: bool = True, sampler_steps: int | None = None,
+                fused_truth: torch.Tensor | None = None) -> Output:
+        """`fused_truth`: the batch's f_gt when the caller already has it (evaluation fuses the true
+        features once per sample, not once per availability pattern); only valid in eval mode."""
+        if fused_truth is not None and self.training:
+            raise ValueError("fused_truth is for evaluation: in training the true branch has its own dropout")
         feats = self.extract(text, audio, vision)
         recovery = self.recover(feats, avail, noise, generator, with_losses, sampler_steps)
         B, rows = feats[0].shape[0], recovery.missing_index
         if rows.numel() == 0:
-            f_gt = self.fuse(feats)
+            f_gt = self.fuse(feats) if fused_truth is None else fused_truth
             y_gt = self.predict_head(f_gt)
             return Output(feats, recovery, f_gt, f_gt, f_gt, y_gt, y_gt, recovery.missing_rows)
 
-        fused = self.fuse(tuple(torch.cat([true, rec[rows]]) for true, rec in zip(feats, recovery.feats)))
-        f_gt, f_rec_missing = fused[:B], fused[B:]
+        if fused_truth is None:
+            fused = self.fuse(tuple(torch.cat([true, rec[rows]]) for true, rec in zip(feats, recovery.feats)))
+            f_gt, f_rec_missing = fused[:B], fused[B:]
+        else:
+            f_gt, f_rec_missing = fused_truth, self.fuse(tuple(rec[rows] for rec in recovery.feats))
         f_rec = f_gt.index_put((rows,), f_rec_missing)
         if self.config.use_multimodal_reconstructor:
             mr_missing = self.multimodal_reconstructor(f_rec_missing).to(f_rec.dtype)

@@ -24,14 +24,19 @@ from rohydr.training.runtime import configure_runtime
 EVAL_BATCH = 128
 
 
-def predict_patterns(model, split, seed: int, device, bf16: bool, patterns: list[str]) -> dict[str, Predictions]:
-    """Predictions under each availability pattern; the first pass's fused true features serve the rest."""
-    n, by_pattern, truth = len(split), {}, None
+def iter_pattern_predictions(model, split, seed: int, device, bf16: bool, patterns: list[str]):
+    """(pattern, Predictions) for each availability pattern in turn; the first pass's fused true
+    features serve the rest."""
+    n, truth = len(split), None
     for name in patterns:
         avail = np.tile(np.array(PATTERNS[name], dtype=bool), (n, 1))
-        by_pattern[name] = predict(model, split, avail, seed, EVAL_BATCH, device, bf16, fused_truth=truth)
-        truth = by_pattern[name].fused_truth
-    return by_pattern
+        predictions = predict(model, split, avail, seed, EVAL_BATCH, device, bf16, fused_truth=truth)
+        truth = predictions.fused_truth
+        yield name, predictions
+
+
+def predict_patterns(model, split, seed: int, device, bf16: bool, patterns: list[str]) -> dict[str, Predictions]:
+    return dict(iter_pattern_predictions(model, split, seed, device, bf16, patterns))
 
 
 def complete_only(model, split, device, bf16) -> dict[str, Predictions]:

@@ -25,6 +25,7 @@ import torch
 
 ENV_SWITCH = "ROHYDR_CPU_KERNELS"
 SOURCE = Path(__file__).parent / "csrc" / "dit_cpu.cpp"
+STALE_LOCK_SECONDS = 600  # a build takes well under a minute; an older lock is a killed build's
 
 _state: dict[str, object] = {}  # "ops": the loaded torch.ops namespace, or "error": why not
 _stock = False  # see stock_kernels
@@ -37,9 +38,6 @@ def cpu_supported() -> str | None:
     if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
         return f"the CPU lacks AVX2 (torch reports {torch.backends.cpu.get_cpu_capability()})"
     return None
-
-
-STALE_LOCK_SECONDS = 600  # a build takes well under a minute; an older lock is a killed build's
 
 
 def build_directory(name: str) -> Path:
@@ -94,7 +92,7 @@ def load():
         except Exception as error:  # a missing compiler or ninja, a failed build: fall back, loudly
             reason = f"building {SOURCE.name} failed: {str(error).strip().splitlines()[-1] if str(error) else error}"
     _state["error"] = reason
-    warnings.warn(f"rohydr: fused DiT CPU kernels unavailable ({reason}); using the slower eager path",
+    warnings.warn(f"rohydr: fused CPU kernels unavailable ({reason}); using the slower eager path",
                   RuntimeWarning, stacklevel=2)
     return None
 

@@ -77,7 +77,8 @@ def predict(model, split, avail: np.ndarray, seed: int, batch_size: int, device:
         with autocast(device, bf16):
             out = model(text.to(device), audio.to(device), vision.to(device), avail_t[index].to(device),
                         noise=noise[index].to(device), with_losses=False, fused_truth=truth)
-        truth_batches.append(out.f_gt.float().cpu())
+        if fused_truth is None:
+            truth_batches.append(out.f_gt.float().cpu())
         y_rec[index.numpy()] = out.y_rec.float().cpu().numpy()
         l1 = (out.f_rec_mr.float() - out.f_gt.float()).abs().mean(dim=1)
         missing = out.missing_rows.cpu().numpy()
@@ -91,5 +92,7 @@ def predict(model, split, avail: np.ndarray, seed: int, batch_size: int, device:
             rows_np = index[rows.cpu()].numpy()
             rec_mse[rows_np, slot] = mse.cpu().numpy()
             rec_cos[rows_np, slot] = cos.cpu().numpy()
-    fused = torch.cat(truth_batches) if truth_batches else torch.empty(0, 2 * len(MODALITIES) * model.config.d)
-    return Predictions(y_rec, rec_mse, rec_cos, fusion_l1, fused)
+    if fused_truth is None:  # the caller's, else gathered here
+        width = 2 * len(MODALITIES) * model.config.d
+        fused_truth = torch.cat(truth_batches) if truth_batches else torch.empty(0, width)
+    return Predictions(y_rec, rec_mse, rec_cos, fusion_l1, fused_truth)

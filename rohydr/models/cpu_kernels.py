@@ -2,9 +2,9 @@
 
 Evaluation spends nearly all its time in DiT sampling chains, where PyTorch's eager kernels for
 attention heads of four channels, softmax and tanh-GELU reach a fraction of the CPU's speed. The
-kernels compute the same functions in one pass each: attention (the DiT's and the fusion network's,
-with or without the causal mask), LayerNorm + adaLN modulation, and tanh-GELU; the matrix products
-stay with PyTorch.
+kernels compute the same functions, each in one call whose data stays in the cache: attention (the
+DiT's and the fusion network's, with or without the causal mask), LayerNorm + adaLN modulation, and
+tanh-GELU; the matrix products stay with PyTorch.
 
 They need an x86-64 CPU with AVX2 and FMA and a C++ compiler. The build (15-30 s, once per machine)
 goes to torch's extension folder ($TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions) and
@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import os
 import platform
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -73,6 +74,8 @@ def _build():
     folder = build_directory(name)
     folder.mkdir(parents=True, exist_ok=True)
     clear_stale_lock(folder)
+    if not (folder / f"{name}.so").exists():
+        print(f"rohydr: building the fused CPU kernels in {folder} (once per machine, about 15 s)", file=sys.stderr)
     cpp_extension.load(name=name, sources=[str(SOURCE)], build_directory=str(folder), is_python_module=False,
                        extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"], extra_ldflags=["-fopenmp"],
                        verbose=False)

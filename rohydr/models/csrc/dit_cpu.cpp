@@ -1,7 +1,7 @@
 // Fused float32 CPU kernels for inference (no autograd): attention over heads of a few channels (the
 // DiT's and the fusion network's), and for the DiT's blocks tanh-GELU and LayerNorm + adaLN
 // modulation. Each replaces several eager PyTorch kernels and their (B, heads, T, T) or (B, T, C)
-// temporaries by one pass over data that stays in the cache. Built with AVX2 and FMA by
+// temporaries by one call whose data stays in the cache. Built with AVX2 and FMA by
 // rohydr/models/cpu_kernels.py, only on CPUs that have them; registered as torch.ops.rohydr_dit.*.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -19,23 +19,23 @@
 
 namespace {
 
-// exp(x) for 8 floats, relative error about 2e-7 (Cephes' expf polynomial, range reduction by ln 2).
-inline __m256 exp8(__m256 x) {
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256i two_n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(two_n));
+// 2^y for 8 floats, y clamped to [-126, 127]: a degree-5 polynomial of the fraction (minimax on
+// [-1/2, 1/2], relative error 2.3e-7), times 2^round(y) added into the exponent bits.
+inline __m256 exp2_8(__m256 y) {
+  y = _mm256_min_ps(_mm256_max_ps(y, _mm256_set1_ps(-126.0f)), _mm256_set1_ps(127.0f));
+  const __m256 n = _mm256_round_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 f = _mm256_sub_ps(y, n);
+  __m256 p = _mm256_set1_ps(1.3276470126584172e-3f);
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.675541892647743e-3f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.550713464617729e-2f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.24022120237350464f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.6931469440460205f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+  const __m256i exponent = _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23);
+  return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), exponent));
 }
+
+constexpr float kLog2e = 1.4426950408889634f;
 
 inline float sum8(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -44,63 +44,128 @@ inline float sum8(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-inline float max8(__m256 v) {
-  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-  m = _mm_max_ss(m, _mm_movehdup_ps(m));
-  return _mm_cvtss_f32(m);
-}
-
 void check_float_cpu(const at::Tensor& t, const char* name, int64_t dim) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.dim() == dim, "rohydr_dit: ", name,
               " must be a ", dim, "-D float32 CPU tensor, got ", t.scalar_type(), " of shape ", t.sizes());
 }
 
-// One query row against this (row, head)'s keys: softmax(q k^T) v over BLOCKS x 8 keys, the scores
-// kept in registers. kT and vT are channel-major (c, BLOCKS * 8); keys from `visible` on (the causal
-// limit, or the padding of the last vector) get weight exactly 0.
-template <int BLOCKS>
-inline void attend_one(const float* q, int64_t c, const float* kT, const float* vT, int64_t visible, float* y) {
-  constexpr int64_t Tp = BLOCKS * 8;
-  const __m256 limit = _mm256_set1_ps(static_cast<float>(visible));
-  const __m256 lane = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7);
+// Attention works on one (row, head) at a time, with 8 queries in the lanes of a vector and the keys
+// taken one by one (broadcast): scores and their maximum in a first pass, then the exponentials and
+// the weighted sum of the values in a second, with no horizontal reduction. Scores are in log2 units
+// (log2 e folded into the query scale), so that the exponential is 2^y.
+struct AttentionShape {
+  int64_t T, S, C, c, Tp;  // queries, keys, channels, channels per head, T rounded up to 8
+  int64_t offset;          // causal: query i sees the keys j <= i + offset
+  bool causal;
+};
+
+struct HeadScratch {  // one thread's buffers, reused from head to head
+  std::vector<float> k, v;        // the head's keys and values, (S, c)
+  std::vector<__m256> qT, yT, p;  // its queries and outputs channel-major, (c, Tp); a block's scores (S, 8 lanes)
+  explicit HeadScratch(const AttentionShape& s)
+      : k(s.S * s.c), v(s.S * s.c), qT(s.c * s.Tp / 8, _mm256_setzero_ps()), yT(s.c * s.Tp / 8), p(s.S) {}
+};
+
+// Lanes l >= j - first_masked + 1 of key j are visible (causal), the others get weight exactly 0.
+inline __m256 visible_lanes(int64_t j, int64_t first_masked) {
+  return _mm256_cmp_ps(_mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_ps(static_cast<float>(j - first_masked + 1)),
+                       _CMP_GE_OQ);
+}
+
+// CH output channels of the block: sum_j p_j v_j / total, for the channel-wise path of wide heads.
+template <int CH>
+inline void weighted_sum(const __m256* p, const float* v, int64_t c, int64_t keys, __m256 inv_total, float* y,
+                         int64_t Tp) {
+  __m256 acc[CH];
+  for (int d = 0; d < CH; ++d) acc[d] = _mm256_setzero_ps();
+  for (int64_t j = 0; j < keys; ++j)
+    for (int d = 0; d < CH; ++d) acc[d] = _mm256_fmadd_ps(p[j], _mm256_broadcast_ss(v + j * c + d), acc[d]);
+  for (int d = 0; d < CH; ++d) _mm256_storeu_ps(y + d * Tp, _mm256_mul_ps(acc[d], inv_total));
+}
+
+// Queries i0..i0+7 of one head against its first `keys` keys; keys from `first_masked` on are seen
+// by the later lanes only. C: channels per head, known at compile time (1..8, the values and the
+// accumulators stay in registers), or 0 for any width (weights stored, then summed 4 channels at a time).
+template <int C>
+void attend_block(const float* __restrict qT, const float* __restrict k, const float* __restrict v, int64_t c_any,
+                  int64_t Tp, int64_t i0, int64_t keys, int64_t first_masked, __m256* __restrict p,
+                  float* __restrict yT) {
+  constexpr bool in_registers = C > 0;
+  const int64_t c = in_registers ? C : c_any;
   const __m256 minus_inf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
-  __m256 s[BLOCKS], seen[BLOCKS];
-  for (int jb = 0; jb < BLOCKS; ++jb) {
-    s[jb] = _mm256_setzero_ps();
-    seen[jb] = _mm256_cmp_ps(_mm256_add_ps(lane, _mm256_set1_ps(8.0f * jb)), limit, _CMP_LT_OQ);
-  }
-  for (int64_t d = 0; d < c; ++d) {
-    const __m256 qd = _mm256_set1_ps(q[d]);
-    for (int jb = 0; jb < BLOCKS; ++jb) s[jb] = _mm256_fmadd_ps(qd, _mm256_loadu_ps(kT + d * Tp + jb * 8), s[jb]);
-  }
+  __m256 q[in_registers ? C : 1];
+  if constexpr (in_registers)
+    for (int d = 0; d < C; ++d) q[d] = _mm256_loadu_ps(qT + d * Tp + i0);
   __m256 top = minus_inf;
-  for (int jb = 0; jb < BLOCKS; ++jb) {
-    s[jb] = _mm256_blendv_ps(minus_inf, s[jb], seen[jb]);
-    top = _mm256_max_ps(top, s[jb]);
+  for (int64_t j = 0; j < keys; ++j) {
+    __m256 s;
+    if constexpr (in_registers) {
+      s = _mm256_mul_ps(q[0], _mm256_broadcast_ss(k + j * C));
+      for (int d = 1; d < C; ++d) s = _mm256_fmadd_ps(q[d], _mm256_broadcast_ss(k + j * C + d), s);
+    } else {
+      s = _mm256_mul_ps(_mm256_loadu_ps(qT + i0), _mm256_broadcast_ss(k + j * c));
+      for (int64_t d = 1; d < c; ++d)
+        s = _mm256_fmadd_ps(_mm256_loadu_ps(qT + d * Tp + i0), _mm256_broadcast_ss(k + j * c + d), s);
+    }
+    if (j >= first_masked) s = _mm256_blendv_ps(minus_inf, s, visible_lanes(j, first_masked));
+    p[j] = s;
+    top = _mm256_max_ps(top, s);
   }
-  top = _mm256_set1_ps(max8(top));
   __m256 total = _mm256_setzero_ps();
-  for (int jb = 0; jb < BLOCKS; ++jb) {
-    s[jb] = _mm256_and_ps(exp8(_mm256_sub_ps(s[jb], top)), seen[jb]);
-    total = _mm256_add_ps(total, s[jb]);
+  __m256 acc[in_registers ? C : 1];
+  for (auto& a : acc) a = _mm256_setzero_ps();
+  for (int64_t j = 0; j < keys; ++j) {
+    __m256 e = exp2_8(_mm256_sub_ps(p[j], top));
+    if (j >= first_masked) e = _mm256_and_ps(e, visible_lanes(j, first_masked));
+    total = _mm256_add_ps(total, e);
+    if constexpr (in_registers) {
+      for (int d = 0; d < C; ++d) acc[d] = _mm256_fmadd_ps(e, _mm256_broadcast_ss(v + j * C + d), acc[d]);
+    } else {
+      p[j] = e;
+    }
   }
-  const float inv_total = 1.0f / sum8(total);
-  for (int64_t d = 0; d < c; ++d) {
-    __m256 acc = _mm256_mul_ps(s[0], _mm256_loadu_ps(vT + d * Tp));
-    for (int jb = 1; jb < BLOCKS; ++jb) acc = _mm256_fmadd_ps(s[jb], _mm256_loadu_ps(vT + d * Tp + jb * 8), acc);
-    y[d] = sum8(acc) * inv_total;
+  const __m256 inv_total = _mm256_div_ps(_mm256_set1_ps(1.0f), total);
+  if constexpr (in_registers) {
+    for (int d = 0; d < C; ++d) _mm256_storeu_ps(yT + d * Tp + i0, _mm256_mul_ps(acc[d], inv_total));
+  } else {
+    int64_t d = 0;
+    for (; d + 4 <= c; d += 4) weighted_sum<4>(p, v + d, c, keys, inv_total, yT + d * Tp + i0, Tp);
+    for (; d < c; ++d) weighted_sum<1>(p, v + d, c, keys, inv_total, yT + d * Tp + i0, Tp);
   }
 }
 
-using AttendFn = void (*)(const float*, int64_t, const float*, const float*, int64_t, float*);
+// One (row, head): gather its keys and values, its queries transposed and scaled, attend block by
+// block, scatter the outputs to the row's slice of `out` (T, C).
+template <int C>
+void attend_head(const AttentionShape& s, const float* q, int64_t qt, const float* k, int64_t kt, const float* v,
+                 int64_t vt, float scale, HeadScratch& w, float* out) {
+  const int64_t c = C > 0 ? C : s.c;
+  float *qT = reinterpret_cast<float*>(w.qT.data()), *yT = reinterpret_cast<float*>(w.yT.data());
+  for (int64_t j = 0; j < s.S; ++j)
+    for (int64_t d = 0; d < c; ++d) {
+      w.k[j * c + d] = k[j * kt + d];
+      w.v[j * c + d] = v[j * vt + d];
+    }
+  for (int64_t i = 0; i < s.T; ++i)
+    for (int64_t d = 0; d < c; ++d) qT[d * s.Tp + i] = q[i * qt + d] * scale;
+  for (int64_t i0 = 0; i0 < s.T; i0 += 8) {
+    const int64_t keys = s.causal ? std::min(s.S, i0 + s.offset + 8) : s.S;
+    const int64_t first_masked = s.causal ? i0 + s.offset + 1 : s.S;
+    attend_block<C>(qT, w.k.data(), w.v.data(), c, s.Tp, i0, keys, first_masked, w.p.data(), yT);
+  }
+  for (int64_t i = 0; i < s.T; ++i)
+    for (int64_t d = 0; d < c; ++d) out[i * s.C + d] = yT[d * s.Tp + i];
+}
 
-template <int BLOCKS>
-AttendFn attend_for(int64_t blocks) {
-  if constexpr (BLOCKS > 16) {
-    return nullptr;
+using HeadFn = void (*)(const AttentionShape&, const float*, int64_t, const float*, int64_t, const float*, int64_t,
+                        float, HeadScratch&, float*);
+
+template <int C>
+HeadFn head_for(int64_t c) {
+  if constexpr (C > 8) {
+    return attend_head<0>;
   } else {
-    return blocks == BLOCKS ? attend_one<BLOCKS> : attend_for<BLOCKS + 1>(blocks);
+    return c == C ? attend_head<C> : head_for<C + 1>(c);
   }
 }
 
@@ -111,7 +176,7 @@ void check_rows(const at::Tensor& t, const char* name) {
 
 // softmax(q k^T / sqrt(C / heads)) v per head, heads concatenated: q (B, T, C), k and v (B, S, C), each
 // row-strided at will (views of a packed projection) -> (B, T, C). `causal`: query i sees the keys
-// j <= i + |S - T| only (fusion.future_mask). S <= 128.
+// j <= i + |S - T| only (fusion.future_mask).
 at::Tensor attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in, int64_t heads,
                      bool causal) {
   check_rows(q_in, "q");
@@ -123,33 +188,21 @@ at::Tensor attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::T
               "rohydr_dit: q ", q_in.sizes(), ", k ", k_in.sizes(), " and v ", v_in.sizes(),
               " must be (B, T, C), (B, S, C), (B, S, C)");
   TORCH_CHECK(heads > 0 && C % heads == 0, "rohydr_dit: ", C, " channels do not split into ", heads, " heads");
-  const int64_t c = C / heads, blocks = (S + 7) / 8, Sp = blocks * 8;  // keys padded to whole vectors
-  const AttendFn attend = attend_for<1>(blocks);
-  TORCH_CHECK(attend != nullptr || S == 0, "rohydr_dit: attention supports up to 128 keys, got ", S);
   at::Tensor out = at::empty({B, T, C}, q_in.options());
-  if (B == 0 || T == 0) return out;
+  if (B == 0 || T == 0 || C == 0) return out;
   TORCH_CHECK(S > 0, "rohydr_dit: attention over no keys");
-  const float scale = 1.0f / std::sqrt(static_cast<float>(c));
+  const AttentionShape shape{T, S, C, C / heads, (T + 7) / 8 * 8, S > T ? S - T : T - S, causal};
+  const float scale = kLog2e / std::sqrt(static_cast<float>(shape.c));
+  const HeadFn attend_one_head = head_for<1>(shape.c);
   const float *qs = q_in.data_ptr<float>(), *ks = k_in.data_ptr<float>(), *vs = v_in.data_ptr<float>();
-  const int64_t qb = q_in.stride(0), qt = q_in.stride(1), kb = k_in.stride(0), kt = k_in.stride(1);
-  const int64_t vb = v_in.stride(0), vt = v_in.stride(1);
-  const int64_t offset = S > T ? S - T : T - S;
+  const int64_t qt = q_in.stride(1), kt = k_in.stride(1), vt = v_in.stride(1);
   float* dst = out.data_ptr<float>();
-
   at::parallel_for(0, B * heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> kT(c * Sp, 0.0f), vT(c * Sp, 0.0f), q(c);
+    HeadScratch scratch(shape);
     for (int64_t bh = begin; bh < end; ++bh) {
-      const int64_t b = bh / heads, h = bh % heads;
-      for (int64_t j = 0; j < S; ++j)
-        for (int64_t d = 0; d < c; ++d) {
-          kT[d * Sp + j] = ks[b * kb + j * kt + h * c + d];
-          vT[d * Sp + j] = vs[b * vb + j * vt + h * c + d];
-        }
-      for (int64_t i = 0; i < T; ++i) {
-        for (int64_t d = 0; d < c; ++d) q[d] = qs[b * qb + i * qt + h * c + d] * scale;
-        const int64_t visible = causal ? std::min(S, i + offset + 1) : S;
-        attend(q.data(), c, kT.data(), vT.data(), visible, dst + (b * T + i) * C + h * c);
-      }
+      const int64_t b = bh / heads, h = bh % heads, channel = h * shape.c;
+      attend_one_head(shape, qs + b * q_in.stride(0) + channel, qt, ks + b * k_in.stride(0) + channel, kt,
+                      vs + b * v_in.stride(0) + channel, vt, scale, scratch, dst + b * T * C + channel);
     }
   });
   return out;
@@ -161,18 +214,18 @@ at::Tensor gelu_tanh_(at::Tensor x) {
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat && x.is_contiguous(),
               "rohydr_dit: gelu_tanh_ needs a contiguous float32 CPU tensor");
   float* data = x.data_ptr<float>();
-  const float k0 = -2.0f * 0.7978845608028654f, k1 = 0.044715f;
+  const float k0 = -2.0f * 0.7978845608028654f * kLog2e, k1 = 0.044715f;  // 2^(k0 inner) = e^(-2u)
   at::parallel_for(0, x.numel(), 4096, [&](int64_t begin, int64_t end) {
     int64_t i = begin;
     for (; i + 8 <= end; i += 8) {
       const __m256 v = _mm256_loadu_ps(data + i);
       const __m256 inner = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(k1), v), _mm256_mul_ps(v, v), v);
-      const __m256 e = exp8(_mm256_mul_ps(_mm256_set1_ps(k0), inner));
+      const __m256 e = exp2_8(_mm256_mul_ps(_mm256_set1_ps(k0), inner));
       _mm256_storeu_ps(data + i, _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), e)));
     }
     for (; i < end; ++i) {
       const float v = data[i];
-      data[i] = v / (1.0f + std::exp(std::min(88.3f, k0 * (v + k1 * v * v * v))));
+      data[i] = v / (1.0f + std::exp2(std::min(127.0f, k0 * (v + k1 * v * v * v))));
     }
   });
   return x;

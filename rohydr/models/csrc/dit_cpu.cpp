@@ -84,7 +84,7 @@ inline void weighted_sum(const __m256* p, const float* v, int64_t c, int64_t key
 }
 
 // Queries i0..i0+7 of one head against its first `keys` keys; keys from `first_masked` on are seen
-// by the later lanes only. C: channels per head, known at compile time (1..8, the values and the
+// by the later lanes only. C: channels per head, known at compile time (1..8, the queries and the
 // accumulators stay in registers), or 0 for any width (weights stored, then summed 4 channels at a time).
 template <int C>
 void attend_block(const float* __restrict qT, const float* __restrict k, const float* __restrict v, int64_t c_any,

@@ -96,17 +96,11 @@ void attend_block(const float* __restrict qT, const float* __restrict k, const f
   __m256 q[in_registers ? C : 1];
   if constexpr (in_registers)
     for (int d = 0; d < C; ++d) q[d] = _mm256_loadu_ps(qT + d * Tp + i0);
+  auto query = [&](int64_t d) { return in_registers ? q[d] : _mm256_loadu_ps(qT + d * Tp + i0); };
   __m256 top = minus_inf;
   for (int64_t j = 0; j < keys; ++j) {
-    __m256 s;
-    if constexpr (in_registers) {
-      s = _mm256_mul_ps(q[0], _mm256_broadcast_ss(k + j * C));
-      for (int d = 1; d < C; ++d) s = _mm256_fmadd_ps(q[d], _mm256_broadcast_ss(k + j * C + d), s);
-    } else {
-      s = _mm256_mul_ps(_mm256_loadu_ps(qT + i0), _mm256_broadcast_ss(k + j * c));
-      for (int64_t d = 1; d < c; ++d)
-        s = _mm256_fmadd_ps(_mm256_loadu_ps(qT + d * Tp + i0), _mm256_broadcast_ss(k + j * c + d), s);
-    }
+    __m256 s = _mm256_mul_ps(query(0), _mm256_broadcast_ss(k + j * c));
+    for (int64_t d = 1; d < c; ++d) s = _mm256_fmadd_ps(query(d), _mm256_broadcast_ss(k + j * c + d), s);
     if (j >= first_masked) s = _mm256_blendv_ps(minus_inf, s, visible_lanes(j, first_masked));
     p[j] = s;
     top = _mm256_max_ps(top, s);

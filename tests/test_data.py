@@ -410,11 +410,19 @@ def test_feature_store_errors_name_the_file_and_key(tmp_path, pkl):
         FeatureStore(out)
 
 
-def test_feature_store_refuses_unaligned_data(tmp_path, data):
+def test_unaligned_data_is_refused_at_validation_and_by_the_feature_store(tmp_path, data):
+    aligned = tmp_path / "aligned.pkl"
+    write_pickle(data, aligned)
+    convert(aligned, tmp_path / "u.h5")
     for split in data.values():
         split["audio"] = np.concatenate([split["audio"], split["audio"]], axis=1)  # L_a = 2 L
     write_pickle(data, tmp_path / "unaligned.pkl")
-    convert(tmp_path / "unaligned.pkl", tmp_path / "u.h5")
+    with pytest.raises(RohydrError, match="word-aligned data is required"):
+        validate_file(tmp_path / "unaligned.pkl")
+    with h5py.File(tmp_path / "u.h5", "a") as h5:  # a file made otherwise: the reader refuses it too
+        for split in data:
+            del h5[f"{split}/audio"]
+            h5[f"{split}/audio"] = data[split]["audio"].clip(-1e3, 1e3).astype(np.float32)
     with FeatureStore(tmp_path / "u.h5") as store:
         assert store.dims == (768, 5, 20)
         with pytest.raises(RohydrError, match="unaligned"):

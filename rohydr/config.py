@@ -24,6 +24,12 @@ class _Section(BaseModel):
         return self.model_dump()
 
 
+def _heads_divide(section, width: str):
+    if getattr(section, width) % section.heads:
+        raise ValueError(f"{width} {getattr(section, width)} is not divisible by heads {section.heads}")
+    return section
+
+
 class DiTConfig(_Section):
     hidden: int = Field(64, ge=1)
     depth: int = Field(6, ge=1)
@@ -32,9 +38,7 @@ class DiTConfig(_Section):
 
     @model_validator(mode="after")
     def _heads_divide_width(self):
-        if self.hidden % self.heads:
-            raise ValueError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
-        return self
+        return _heads_divide(self, "hidden")
 
 
 class DiffusionConfig(_Section):
@@ -95,9 +99,7 @@ class ModelConfig(_Section):
 
     @model_validator(mode="after")
     def _heads_divide_width(self):
-        if self.d % self.heads:
-            raise ValueError(f"d {self.d} is not divisible by heads {self.heads}")
-        return self
+        return _heads_divide(self, "d")
 
 
 class PretrainConfig(_Section):

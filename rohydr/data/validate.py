@@ -158,7 +158,7 @@ class _Checker:
     def _feature(self, split: str, key: str, value, n: int) -> tuple | None:
         if not isinstance(value, np.ndarray) or not _is_numeric(value):
             found = f"{value.dtype} array" if isinstance(value, np.ndarray) else type(value).__name__
-            self.error(f"split '{split}' key '{key}' is a {found}, expected a real-valued (integer or float) (N, L, d) array")
+            self.error(f"split '{split}' key '{key}' is a {found}, expected a real-valued (N, L, d) array")
             return None
         if value.ndim != 3:
             self.error(f"split '{split}' key '{key}' has shape {value.shape}, expected 3-D (N, L, d)")

@@ -84,7 +84,7 @@ def write_text_atomic(target: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
-def read_hdf5(dataset, path) -> "numpy.ndarray":
+def read_hdf5(dataset, path):
     """All of an HDF5 dataset; a RohydrError naming the file and dataset when it cannot be read (our
     datasets carry Fletcher-32 checksums, so a flipped byte fails here instead of changing a value)."""
     try:

@@ -302,7 +302,7 @@ def _samples_csv(optimum: Optimum) -> str:
         predictions = optimum.predictions(pattern)
         for i, label in enumerate(optimum.labels):
             values = [f"{mean[i]:.6f}", f"{sd[i]:.6f}"] + [f"{predictions[k][i]:.6f}" for k in PREDICTIONS]
-            lines.append(",".join([str(i), pattern, f"{label:.6f}", *values]))
+            lines.append(",".join([str(i), pattern, f"{label + 0.0:.6f}", *values]))
     return "\n".join(lines) + "\n"
 
 
@@ -336,7 +336,8 @@ def write_optimum(data: dict, model: GenerativeModel, paths: dict[str, Path], ar
         tmp.write_text(_table_csv(rows))
     with atomic_path(paths["about"]) as tmp:
         tmp.write_text(json.dumps(about, indent=2) + "\n")
-    with atomic_path(paths["samples"]) as tmp, gzip.GzipFile(tmp, "wb", mtime=0) as file:
+    with atomic_path(paths["samples"]) as tmp, open(tmp, "wb") as raw, \
+            gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as file:  # no name or time: deterministic
         file.write(_samples_csv(optimum).encode())
     print(f"synth: optimum on the {split} split written to {paths['table']}")
     return rows

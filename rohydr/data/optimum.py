@@ -210,11 +210,14 @@ class Optimum:
         return decisions(*(self.posterior[pattern] if fill is None else self.fills[(fill, pattern)]))
 
 
-def _train_mean(train: dict, m: int) -> np.ndarray:
+def _train_mean(train: dict, m: int, chunk: int = 1024) -> np.ndarray:
     """Per-feature mean of modality m over the valid positions of the training split (-inf counted as 0)."""
-    valid = train["text_bert"][:, 1] > 0
-    x = train[MODALITY_NAMES[m]][valid].astype(np.float64)
-    return np.nan_to_num(x, neginf=0.0).mean(axis=0)
+    features, valid = train[MODALITY_NAMES[m]], train["text_bert"][:, 1] > 0
+    total = np.zeros(features.shape[2])
+    for start in range(0, len(features), chunk):  # in chunks: a float64 copy of MOSEI's text would be GBs
+        x = features[start:start + chunk][valid[start:start + chunk]].astype(np.float64)
+        total += np.nan_to_num(x, neginf=0.0).sum(axis=0)
+    return total / max(int(valid.sum()), 1)
 
 
 def _fill_statistics(evidence: _Evidence, fill: str, m: int, theta_mean: np.ndarray, train_mean: np.ndarray

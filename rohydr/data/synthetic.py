@@ -6,9 +6,11 @@ c_m = sqrt(r) A_m z + sqrt(1 - r) u_m, where A_m (CONTENT_DIMS x SHARED_DIMS, or
 different subspace of z per modality and r in [0, 1] is the redundancy: r = 0 makes the modalities
 independent, r = 1 makes every content a function of z (two modalities determine z, hence the third).
 The label is b . (c_l, c_a, c_v), scaled to a standard deviation of LABEL_STD, clipped to [-3, 3]
-and rounded to multiples of 1/3 (so some are exactly 0). A and b are fixed (drawn once from
-STRUCTURE_SEED); b weighs different directions of each content than the ones the other modalities
-share, so a missing modality's part of the label is only recovered through the relations A_m.
+and rounded to multiples of 1/3 (so some are exactly 0). A and b are fixed: drawn from
+STRUCTURE_SEED, the draw (of 3000 tried) whose complete-data predictor gains most from the
+conditional mean of a missing modality over zeros. Because the A_m differ, the complete-data weights
+on a modality are not the best weights given that modality alone (explaining away): filling a
+missing modality with zeros or its mean loses what the relations A_m would recover.
 Features: at each of the w valid word positions, [c_m + s_m a_t, n_t] (a_t, n_t Gaussian AR(1)
 wobble and nuisance, unit variance) go through a fixed random projection per modality (drawn from
 the seed), plus Gaussian white noise; everything is Gaussian, so the posterior of theta given any

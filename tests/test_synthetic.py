@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from helpers import run_cli
-from rohydr.data.optimum import (GRID, MISSING_PATTERNS, PATTERNS, compute_optimum, decisions, headroom,
-                                 label_probabilities, optimum_paths, optimum_table, score_masks)
+from rohydr.data.optimum import (GRID, MISSING_PATTERNS, PATTERNS, compute_optimum, headroom,
+                                 label_probabilities, optimum_paths, optimum_table, read_samples, score_masks)
 from rohydr.data.synthetic import _make_split, generate
 from rohydr.evaluation.metrics import METRICS
 
@@ -97,9 +97,7 @@ def test_synth_writes_optimum_figures_that_a_fresh_large_sample_confirms(tmp_pat
         assert abs(optimum.loc[pattern, "acc2_non0"] - p) < 4 * se, pattern
 
     # 3. the per-sample decisions score any mask, and reproduce the written table on a pattern mask
-    by_pattern = {p: {k: samples[samples["pattern"] == p][k].to_numpy() for k in decisions(np.zeros(1), np.ones(1))}
-                  for p in PATTERNS}
-    labels = samples[samples["pattern"] == "l"]["label"].to_numpy()
+    by_pattern, labels = read_samples(paths["samples"])
     for pattern in ("av", "complete"):
         scores = score_masks(by_pattern, labels, np.tile(PATTERNS[pattern], (n, 1)))
         for metric in METRICS:

@@ -280,6 +280,20 @@ def score_masks(samples: dict[str, dict[str, np.ndarray]], labels: np.ndarray, m
     return score_decisions(gathered, labels)
 
 
+def read_samples(path) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray]:
+    """(pattern -> prediction kind -> (N,), labels (N,)) from a samples file, for score_masks."""
+    with gzip.open(path, "rt") as file:
+        header = file.readline().strip().split(",")
+        rows = [line.rstrip("\n").split(",") for line in file]
+    column = {name: i for i, name in enumerate(header)}
+    samples = {}
+    for pattern in PATTERNS:
+        values = np.array([[float(r[column[k]]) for k in ("label", *PREDICTIONS)] for r in rows
+                           if r[column["pattern"]] == pattern]).reshape(-1, 1 + len(PREDICTIONS))
+        samples[pattern] = dict(zip(PREDICTIONS, values[:, 1:].T))
+    return samples, values[:, 0]
+
+
 def optimum_paths(pickle_path) -> dict[str, Path]:
     stem = Path(pickle_path)
     stem = stem.with_suffix("") if stem.suffix == ".pkl" else stem
@@ -333,7 +347,7 @@ def write_optimum(data: dict, model: GenerativeModel, paths: dict[str, Path], ar
                           for fill in FILLS}},
         "headroom": headroom(rows),
         "samples": "per test row and pattern: posterior mean and sd of the unrounded label and each decision; "
-                   "score any availability mask with rohydr.data.optimum.score_masks",
+                   "score any availability mask with rohydr.data.optimum.read_samples and score_masks",
     }
     with atomic_path(paths["table"]) as tmp:
         tmp.write_text(_table_csv(rows))

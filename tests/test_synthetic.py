@@ -118,3 +118,9 @@ def test_synth_refuses_a_redundancy_outside_0_1(tmp_path):
     result = run_cli("synth", out, "--sizes", 4, 2, 2, "--length", 5, "--redundancy", 1.5, check=False)
     assert result.returncode == 2 and "redundancy must lie in [0, 1], got 1.5" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_optimum_names_the_patterns_as_the_masks_do():
+    from rohydr.evaluation.masks import MISSING_PATTERNS as MASK_MISSING, PATTERNS as MASK_PATTERNS
+
+    assert PATTERNS == MASK_PATTERNS and MISSING_PATTERNS == MASK_MISSING

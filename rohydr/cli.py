@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", type=int, nargs=3, metavar=("TRAIN", "VALID", "TEST"), default=None,
                    help="split sizes (default: a small set for CPU runs)")
     p.add_argument("--length", type=int, default=50, help="sequence length L")
+    p.add_argument("--redundancy", type=float, default=0.6,
+                   help="in [0, 1]: 0 independent modalities (nothing to recover), 1 a missing modality's "
+                        "content determined by the others")
 
     p = sub.add_parser("validate", help="check an MMSA pickle without executing code; JSON report")
     p.add_argument("pickle")

@@ -94,7 +94,8 @@ def all_outputs():
 def synthetic_args(wildcards):
     spec = DATASETS[wildcards.dataset]["synthetic"]
     sizes = " ".join(str(n) for n in spec["sizes"])
-    return f"--like {spec['like']} --seed {spec['seed']} --sizes {sizes} --length {spec['length']}"
+    return (f"--like {spec['like']} --seed {spec['seed']} --sizes {sizes} --length {spec['length']}"
+            f" --redundancy {spec['redundancy']}")
 
 
 def min_sequence_length(wildcards):

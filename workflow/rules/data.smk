@@ -3,7 +3,10 @@
 
 rule synthesize:
     output:
-        "resources/synthetic/{dataset}.pkl",
+        pickle="resources/synthetic/{dataset}.pkl",
+        optimum="resources/synthetic/{dataset}.optimum.csv",
+        about="resources/synthetic/{dataset}.optimum.json",
+        samples="resources/synthetic/{dataset}.optimum_samples.csv.gz",
     params:
         args=synthetic_args,
     log:
@@ -12,7 +15,7 @@ rule synthesize:
         mem_mb=RES["cpu_mem_mb"],
         runtime=30,
     shell:
-        "rohydr synth {output} {params.args} > {log} 2>&1"
+        "rohydr synth {output.pickle} {params.args} > {log} 2>&1"
 
 
 rule validate_dataset:

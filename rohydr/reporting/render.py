@@ -77,13 +77,19 @@ def _number(metric: str, value: float, signed: bool = False) -> str:
     return f"{scaled:+.1f}" if signed else f"{scaled:.1f}"
 
 
-def stat_text(metric: str, stat: Stat, pm: str = " ± ") -> str:
+def stat_parts(metric: str, stat: Stat) -> tuple[str, str | None]:
+    """(mean, std) as printed; std is None for one seed or a quoted number."""
     if stat.n == 0 and metric in PERCENT_METRICS:  # quoted literature is already in percent
-        return f"{stat.mean:.1f}"
+        return f"{stat.mean:.1f}", None
     mean = _number(metric, stat.mean, signed=metric.startswith("delta_"))
     if stat.n <= 1 or not np.isfinite(stat.std):
-        return mean
-    return f"{mean}{pm}{_number(metric, stat.std)}"
+        return mean, None
+    return mean, _number(metric, stat.std)
+
+
+def stat_text(metric: str, stat: Stat) -> str:
+    mean, std = stat_parts(metric, stat)
+    return mean if std is None else f"{mean} ± {std}"
 
 
 def marks(table: Table) -> dict[tuple[int, Column], str]:
@@ -135,7 +141,7 @@ def to_markdown(table: Table) -> str:
     for i, row in enumerate(table.rows):
         cells = [style.get(marked.get((i, c)), "{}").format(cell_text(row, c)) for c in table.columns]
         lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
-    lines += ["", *table.notes, marks_note(table, "**bold**", "_italic_")]
+    lines += ["", *table.notes, marks_note(table, "**Bold**", "_italic_")]
     return "\n".join(lines) + "\n"
 
 
@@ -163,7 +169,7 @@ def to_latex(table: Table, dataset: str) -> str:
     style = {"best": r"\textbf{%s}", "second": r"\underline{%s}"}
     marked = marks(table)
     caption = " ".join([latex_escape(table.title) + ".", *map(latex_escape, table.notes),
-                        marks_note(table, "bold", "underlined")])
+                        latex_escape(marks_note(table, "Bold", "underlined"))])
     label = f"tab:{re.sub(r'[^A-Za-z0-9]+', '-', dataset)}-{table.name.replace('_', '-')}"
     lines = [
         f"% {table.name}: a standalone document (pdflatex {table.name}.tex); in a paper, copy the table",
@@ -195,7 +201,7 @@ HTML_STYLE = """
 body { font-family: "Helvetica Neue", Arial, sans-serif; font-size: 14px; margin: 16px; color: #111; }
 table { border-collapse: collapse; }
 caption { caption-side: top; text-align: left; font-weight: bold; padding-bottom: 8px; }
-th, td { padding: 4px 9px; text-align: center; white-space: nowrap; font-variant-numeric: tabular-nums; }
+th, td { padding: 4px 7px; text-align: center; white-space: nowrap; font-variant-numeric: tabular-nums; }
 th:first-child, td:first-child { text-align: left; }
 thead tr:first-child th { border-top: 2px solid #111; }
 thead tr:last-child th { border-bottom: 1px solid #111; }
@@ -205,7 +211,16 @@ tbody tr:last-child td { border-bottom: 2px solid #111; }
 tr.quoted td { color: #555; font-style: italic; }
 tbody tr:hover td { background: #f3f6fa; }
 p.notes { max-width: 80em; font-size: 13px; color: #333; }
+span.sd { font-size: 85%; color: #555; }
 """
+
+
+def html_cell(row: Row, column: Column) -> str:
+    """The mean, with its std in smaller grey type so that columns of means read at a glance."""
+    if column in row.text or column not in row.cells:
+        return html.escape(cell_text(row, column))
+    mean, std = stat_parts(column.metric, row.cells[column])
+    return html.escape(mean) + (f'<span class="sd"> ± {html.escape(std)}</span>' if std is not None else "")
 
 
 def to_html(table: Table) -> str:
@@ -221,7 +236,7 @@ def to_html(table: Table) -> str:
     body = []
     for i, row in enumerate(table.rows):
         classes = [row.kind] + (["block-start"] if i and row.block != table.rows[i - 1].block else [])
-        cells = [style.get(marked.get((i, c)), "{}").format(html.escape(cell_text(row, c))) for c in table.columns]
+        cells = [style.get(marked.get((i, c)), "{}").format(html_cell(row, c)) for c in table.columns]
         body.append(f'<tr class="{" ".join(classes)}"><td>{html.escape(row.label)}</td>'
                     + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
     notes = " ".join(html.escape(note) for note in [*table.notes, marks_note(table, "Bold", "underlined")])

@@ -283,7 +283,7 @@ def ablation_table(dataset: str, requested: list[str], runs: list[str], methods:
     names = ablation_rows(requested, runs, methods)
     reference = names[0]
     columns = [*pair_columns("Avg. patterns", "avg_patterns"), *pair_columns("Avg. MR", "avg_mr"),
-               *pair_columns("Complete", "complete"), Column("MAE", "Avg. patterns", "avg_patterns", "mae")]
+               *pair_columns("Complete", "complete"), Column("MAE", "patterns", "avg_patterns", "mae")]
     deltas = [Column(f"Δ Acc-2 vs {methods.label(reference)}", label, condition, "delta_acc2_non0")
               for label, condition in (("patterns", "avg_patterns"), ("MR", "avg_mr"))]
     rows = []

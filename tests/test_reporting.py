@@ -14,8 +14,10 @@ from helpers import run_cli
 from rohydr.errors import RohydrError
 from rohydr.evaluation.masks import CONDITIONS, MISSING_PATTERNS, MR_CONDITIONS, NOMINAL_MR, PATTERNS
 from rohydr.evaluation.metrics import METRICS
-from rohydr.reporting.figures import plots
-from rohydr.reporting.methods import Methods
+from matplotlib.colors import to_hex
+from rohydr.reporting.figures import GROUPS, component_colors, plots
+from rohydr.reporting.methods import (BASELINE_COLORS, MAIN_COLOR, VARIANT_COLORS, Methods, literature_colors,
+                                      parse_display_names)
 from rohydr.reporting.tables import aggregate
 
 SEEDS = (1, 2)
@@ -357,12 +359,29 @@ def test_figures_from_realistic_inputs(evals, tmp_path):
     logs = [write_train_log(tmp_path, "rohydr", s) for s in SEEDS]
     logs += [write_train_log(tmp_path, "no_diffusion", s, joint=True) for s in SEEDS]
     out = tmp_path / "figures"
-    paths = plots("mosi", evals, logs, out)
+    methods = Methods("rohydr", ("zero_fill", "complete"), {"rohydr": "RoHyDR", "no_diffusion": "w/o diffusion"})
+    paths = plots("mosi", evals, logs, out, methods, peers_key="MOSI")
     assert sorted(p.name for p in paths) == sorted(f"{name}.{ext}" for name in ("mr_curves", "training_curves",
                                                                                 "recovery_quality")
                                                  for ext in ("png", "pdf"))
     for name in ("mr_curves", "training_curves", "recovery_quality"):
         assert is_png(out / f"{name}.png") and is_pdf(out / f"{name}.pdf"), name
+
+
+def test_one_palette_for_the_methods_and_another_for_model_parts():
+    methods = Methods("main", ("floor", "ceiling"), {"main": "Main"})
+    runs = ["a", "main", "floor", "b", "ceiling"]
+    assert methods.ordered(runs) == ["main", "a", "b", "floor", "ceiling"]
+    assert [methods.role(r) for r in ("main", "a", "ceiling")] == ["main", "variant", "baseline"]
+    colors = methods.colors(runs)
+    assert colors["main"] == MAIN_COLOR and len(set(colors.values())) == len(runs)
+    assert {colors["floor"], colors["ceiling"]} <= set(BASELINE_COLORS)
+    assert methods.colors(runs) == colors  # every figure of one call gets the same mapping
+    parts = {to_hex(c) for c in component_colors(GROUPS).values()}
+    assert len(parts) == len(GROUPS) and not parts & {to_hex(c) for c in (*colors.values(), *VARIANT_COLORS)}
+    assert not set(literature_colors(["IMDer", "DiCMoR"]).values()) & set(colors.values())
+    with pytest.raises(RohydrError, match="NAME=LABEL"):
+        parse_display_names(["no_label"])
 
 
 def test_figures_without_logs_or_recovery(tmp_path):

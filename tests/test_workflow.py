@@ -182,7 +182,8 @@ def test_report_shows_every_table_and_figure_with_captions(full_run):
 
 def test_report_args_come_from_the_config(tmp_path):
     extra = tmp_path / "renamed.yaml"
-    extra.write_text(yaml.safe_dump({"main_variant": "no_diffusion", "display_names": {"no_diffusion": "Ours (no DiT)"}}))
+    renamed = {"main_variant": "no_diffusion", "display_names": {"no_diffusion": "Ours (no DiT)"}}
+    extra.write_text(yaml.safe_dump(renamed))
     result = snakemake("-n", "-p", "--cores", 1, "--configfile", CONFIG, FAST, extra, cwd=tmp_path)
     lines = [line.removeprefix("Shell command: ") for line in result.stdout.splitlines()]
     commands = [line for line in lines if line.startswith(("rohydr aggregate", "rohydr plots"))]

@@ -205,7 +205,8 @@ def mr_curves(long: pd.DataFrame, dataset: str, out_dir: Path, look: Look, peers
             ax.set_xticks(list(MR_X.values()), ["0\n(complete)", *(f"{x:.1f}" for x in list(MR_X.values())[1:])])
             ax.set_xlim(-0.04, 0.74)
             if row == 0:
-                ax.set_title(title if spread else f"{title}\n(± std: {look.label(members[0])} only; all in the tables)")
+                note = f"\n(± std: {look.label(members[0])} only; all in the tables)"
+                ax.set_title(title if spread else title + note)
             else:
                 ax.set_xlabel("nominal missing rate (fraction of modality entries)")
         axes[1, col].legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, frameon=False)
@@ -292,7 +293,8 @@ def training_curves(logs: pd.DataFrame, dataset: str, out_dir: Path, look: Look)
             ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False, fontsize=7)
         for ax in axes[len(losses):]:
             ax.set_visible(False)
-        subfigs[row].suptitle(f"{look.label(main)}: losses per stage (mean ± std over {seeds_text(n_seeds)})", fontsize=10)
+        subfigs[row].suptitle(f"{look.label(main)}: losses per stage (mean ± std over {seeds_text(n_seeds)})",
+                              fontsize=10)
         row += 1
     if grads:
         axes = subfigs[row].subplots(1, ncols, sharey=True)

@@ -218,6 +218,7 @@ def test_ablation_table(evals, tmp_path):
     assert all(CELL.match(text) for text in pair(rows["complete"], "Complete"))
     tex = (out / "ablation.tex").read_text()
     assert r"\toprule" in tex and r"$\pm$" in tex and r"no\_diffusion" in tex and r"\caption{" in tex
+    assert r"$-$10.0 $\pm$ 0.0" in tex  # a minus sign, not a hyphen
     long = pd.read_csv(out / "ablation.csv")
     mae = long[(long.row == "rohydr") & (long.metric == "mae")]
     assert mae["mean"].item() == pytest.approx(1.5 - np.mean([np.mean([acc2("rohydr", c, s) for c in MISSING_PATTERNS])

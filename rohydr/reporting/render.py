@@ -154,6 +154,11 @@ def latex_escape(text: str) -> str:
     return re.sub("|".join(map(re.escape, LATEX_SPECIAL)), lambda m: LATEX_SPECIAL[m.group(0)], text)
 
 
+def latex_number(text: str) -> str:
+    """A cell in LaTeX, a negative number with a minus sign rather than a hyphen."""
+    return re.sub(r"^-(?=\d)", "$-$", latex_escape(text))
+
+
 def latex_header(table: Table) -> list[str]:
     tops, rules, subs, first = [""], [], ["Method"], 2
     for group, columns in header_groups(table):
@@ -191,7 +196,7 @@ def to_latex(table: Table, dataset: str) -> str:
     for i, row in enumerate(table.rows):
         if i and row.block != table.rows[i - 1].block:
             lines.append(r"\midrule")
-        cells = [style.get(marked.get((i, c)), "%s") % latex_escape(cell_text(row, c)) for c in table.columns]
+        cells = [style.get(marked.get((i, c)), "%s") % latex_number(cell_text(row, c)) for c in table.columns]
         lines.append(" & ".join([latex_escape(row.label), *cells]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}", r"\end{document}"]
     return "\n".join(lines) + "\n"

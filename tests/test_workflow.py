@@ -113,12 +113,12 @@ def full_run(tmp_path_factory):
 def test_fast_pipeline_produces_tables_and_figures(full_run):
     tables = full_run / "results/synthetic/tables"
     for name in ("missing_patterns", "missing_rates", "ablation"):
-        for ext in ("md", "tex", "csv"):
+        for ext in ("html", "md", "tex", "csv"):
             assert (tables / f"{name}.{ext}").stat().st_size > 0
     ablation = (tables / "ablation.md").read_text()
     config = yaml.safe_load(CONFIG.read_text())
     for row in [*config["ablation"], "zero_fill", "complete"]:
-        assert row in ablation, row
+        assert f"| {config['display_names'].get(row, row)} |" in ablation, row
     for name in ("mr_curves", "training_curves", "recovery_quality"):
         assert (full_run / f"results/synthetic/figures/{name}.png").read_bytes()[:4] == b"\x89PNG"
         assert (full_run / f"results/synthetic/figures/{name}.pdf").read_bytes()[:4] == b"%PDF"

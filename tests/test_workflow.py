@@ -5,29 +5,15 @@ from __future__ import annotations
 import base64
 import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from helpers import REPO, tool_env
+from helpers import REPO, snakemake
 
 CONFIG = REPO / "config" / "config.yaml"
 FAST = REPO / "config" / "fast.yaml"
-
-
-def snakemake(*args, cwd: Path, check=True, env_extra=None) -> subprocess.CompletedProcess:
-    env = tool_env()
-    env.update(env_extra or {})
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-                             "--directory", str(cwd), *map(str, args)],
-                            capture_output=True, text=True, env=env, timeout=1500)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(map(str, args))} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
-    return result
 
 
 def job_counts(output: str) -> dict[str, int]:

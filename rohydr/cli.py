@@ -35,6 +35,17 @@ def _add_runtime_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _add_report_args(parser: argparse.ArgumentParser) -> None:
+    """What the tables and figures show, from the workflow config (the Snakefile passes these)."""
+    parser.add_argument("--literature", default="auto", help="'auto' (by --peers-key), 'none' or a CSV file")
+    parser.add_argument("--peers-key", default=None, help="MOSI or MOSEI: which quoted rows to add")
+    parser.add_argument("--main-variant", default=None, help="the method the tables and figures put first")
+    parser.add_argument("--baselines", nargs="*", default=[], metavar="RUN",
+                        help="runs shown as baselines (after the variants, in grey in the figures)")
+    parser.add_argument("--display-names", nargs="*", default=[], metavar="RUN=LABEL",
+                        help="how runs are named in tables and figures (default: the run name)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rohydr", description=__doc__)
     parser.add_argument("--version", action="version", version=f"rohydr {__version__}")
@@ -114,8 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="dataset name (rows of quoted literature for mosi/mosei)")
     p.add_argument("--eval", nargs="+", required=True, metavar="CSV",
                    help="eval.csv files, each under results/{dataset}/{variant}/seed{seed}/")
-    p.add_argument("--literature", default="auto", help="'auto' (by --peers-key), 'none' or a CSV file")
-    p.add_argument("--peers-key", default=None, help="MOSI or MOSEI: which quoted rows to add")
+    _add_report_args(p)
     p.add_argument("--ablation", nargs="*", default=None, metavar="VARIANT", help="variants of the ablation table")
     p.add_argument("--out-dir", required=True)
 
@@ -123,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--eval", nargs="+", required=True, metavar="CSV")
     p.add_argument("--train-logs", nargs="*", default=[], metavar="CSV")
+    _add_report_args(p)
     p.add_argument("--out-dir", required=True)
 
     p = sub.add_parser("bench", help="training and evaluation throughput and peak memory")

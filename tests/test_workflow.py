@@ -2,6 +2,8 @@
 of the whole pipeline on the fast configuration (tiny synthetic data, tiny preset, two seeds)."""
 from __future__ import annotations
 
+import base64
+import json
 import re
 
 import pandas as pd
@@ -97,12 +99,12 @@ def full_run(tmp_path_factory):
 def test_fast_pipeline_produces_tables_and_figures(full_run):
     tables = full_run / "results/synthetic/tables"
     for name in ("missing_patterns", "missing_rates", "ablation"):
-        for ext in ("md", "tex", "csv"):
+        for ext in ("html", "md", "tex", "csv"):
             assert (tables / f"{name}.{ext}").stat().st_size > 0
     ablation = (tables / "ablation.md").read_text()
     config = yaml.safe_load(CONFIG.read_text())
     for row in [*config["ablation"], "zero_fill", "complete"]:
-        assert row in ablation, row
+        assert f"| {config['display_names'].get(row, row)} |" in ablation, row
     for name in ("mr_curves", "training_curves", "recovery_quality"):
         assert (full_run / f"results/synthetic/figures/{name}.png").read_bytes()[:4] == b"\x89PNG"
         assert (full_run / f"results/synthetic/figures/{name}.pdf").read_bytes()[:4] == b"%PDF"
@@ -135,7 +137,46 @@ def test_changed_variant_config_retrains_that_variant_only(full_run, tmp_path):
     assert trained == {"no_adversarial"}
 
 
-def test_report_builds(full_run):
-    snakemake("--report", "results/report.html", "--configfile", CONFIG, FAST, cwd=full_run)
-    html = (full_run / "results/report.html").read_text(errors="ignore")
-    assert "missing_patterns" in html and "mr_curves" in html
+def report_entries(html: str) -> dict:
+    """The results a Snakemake report embeds: path -> name, labels, caption and data URI."""
+    return json.loads(re.search(r"var results = (\{.*?\});\n", html, re.S).group(1))
+
+
+def test_report_shows_every_table_and_figure_with_captions(full_run):
+    result = snakemake("--report", "results/report.html", "--configfile", CONFIG, FAST, cwd=full_run)
+    assert "Missing metadata" not in result.stdout + result.stderr
+    html = (full_run / "results/report.html").read_text()
+    entries = report_entries(html)
+    tables = [f"results/synthetic/tables/{name}.html" for name in ("missing_patterns", "missing_rates", "ablation")]
+    figures = [f"results/synthetic/figures/{name}.png" for name in ("mr_curves", "recovery_quality", "training_curves")]
+    assert sorted(entries) == sorted(tables + figures)  # each once: no md / tex / csv duplicates
+    config = yaml.safe_load(CONFIG.read_text())
+    main = config["display_names"][config["main_variant"]]
+    for path in tables:
+        page = base64.b64decode(entries[path]["data_uri"].split("base64,", 1)[1]).decode()
+        assert page.count("<tr") >= len(config["variants"]) + 2 and "<caption>" in page, path
+        assert f"<td>{main}</td>" in page and (full_run / path).read_text() == page
+    for path in tables + figures:
+        assert "synthetic" in entries[path]["caption"] and len(entries[path]["caption"]) > 200, path
+    assert base64.b64decode(entries[figures[0]]["data_uri"].split("base64,", 1)[1])[:4] == b"\x89PNG"
+    categories = json.loads(re.search(r"var categories = (\{.*?\});\n", html).group(1))
+    assert categories == {"synthetic": {"Tables": sorted(tables), "Figures": sorted(figures)}}
+    # the workflow description page: what ran, on which data, with which configuration (fast.yaml's seeds)
+    assert "RoHyDR under missing modalities" in html and "sizes 96 / 32 / 48" in html
+    assert "Seeds: 1, 2 " in html and "use_diffusion" in html
+
+
+def test_report_args_come_from_the_config(tmp_path):
+    extra = tmp_path / "renamed.yaml"
+    renamed = {"main_variant": "no_diffusion", "display_names": {"no_diffusion": "Ours (no DiT)"}}
+    extra.write_text(yaml.safe_dump(renamed))
+    result = snakemake("-n", "-p", "--cores", 1, "--configfile", CONFIG, FAST, extra, cwd=tmp_path)
+    lines = [line.removeprefix("Shell command: ") for line in result.stdout.splitlines()]
+    commands = [line for line in lines if line.startswith(("rohydr aggregate", "rohydr plots"))]
+    assert len(commands) == 2
+    for command in commands:
+        assert "--main-variant no_diffusion --baselines zero_fill complete" in command
+        assert "'no_diffusion=Ours (no DiT)'" in command and "rohydr=RoHyDR" in command
+    extra.write_text(yaml.safe_dump({"display_names": {"no_such_run": "X"}}))
+    result = snakemake("-n", "--cores", 1, "--configfile", CONFIG, FAST, extra, cwd=tmp_path, check=False)
+    assert result.returncode != 0 and "no_such_run" in result.stdout + result.stderr

@@ -1,16 +1,21 @@
 """`rohydr plots`: paper-style figures (PNG at 200 dpi and PDF) from eval.csv and train_log.csv files.
 
-- mr_curves:         Acc-2 / F1 (non-0) against the nominal missing rate (0 = complete), one line per
-                     variant, band = ± std over seeds;
+- mr_curves:         Acc-2 and F1 (non-0) against the nominal missing rate (0 = complete), one row per
+                     metric; left the main variant against the baselines and the quoted literature
+                     (dashed, hollow markers, "(paper)"), right against the other variants (ablations).
+                     The main variant has a ± std band, the others ± std error bars;
 - training_curves:   per-stage losses, per-stage gradient norms of each parameter group (log scale),
                      validation Acc-2 of the main variant, and validation Acc-2 / L1 of every variant;
 - recovery_quality:  MSE and cosine similarity of recovered vs true features, per recovered modality and
-                     missing pattern, bars per variant (± std over seeds).
-Paths give variant and seed: results/{dataset}/{variant}/seed{seed}/{eval,train_log}.csv. Columns that a
-variant does not log (absent, empty or NaN) are skipped; a panel without any data is not drawn.
+                     missing pattern: one point per method with its ± std interval over seeds.
+Which run is the main variant, which are baselines and their display names come from the command line
+(rohydr/reporting/methods.py), as do the colours: one per method, the same in every figure. Paths give
+variant and seed: results/{dataset}/{variant}/seed{seed}/{eval,train_log}.csv. Columns that a variant
+does not log (absent, empty or NaN) are skipped; a panel without any data is not drawn.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -25,7 +30,8 @@ from rohydr import MODALITIES, MODALITY_KEYS  # noqa: E402
 from rohydr.errors import RohydrError  # noqa: E402
 from rohydr.evaluation.masks import MISSING_PATTERNS, MR_CONDITIONS, NOMINAL_MR, PATTERNS  # noqa: E402
 from rohydr.io import atomic_path  # noqa: E402
-from rohydr.reporting.tables import MAIN_VARIANT, PATTERN_HEADERS, read_evals, run_of  # noqa: E402
+from rohydr.reporting.methods import COMPONENT_CMAP, Methods, literature_colors  # noqa: E402
+from rohydr.reporting.tables import PATTERN_HEADERS, load_literature, read_evals, run_of  # noqa: E402
 
 STYLE = {
     "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
@@ -48,26 +54,33 @@ LOSS_LABELS = {
 GRAD_STAGES = {"stage1": "Stage 1", "stage2": "Stage 2", "stage3": "Stage 3", "joint": "Joint"}
 GROUPS = ("extractor", "diffusion", "unimodal_reconstructor", "fusion", "multimodal_reconstructor",
           "discriminator", "head")
+GROUP_DASHES = ("-", "--", "-.", ":")
+PAIR_LABELS = {"acc2_non0": "Acc-2 (non-0) [%]", "f1_non0": "F1 (non-0) [%]"}
 
 
-def ordered(variants) -> list[str]:
-    """Variants in their given order, the main variant first."""
-    variants = list(dict.fromkeys(variants))
-    return sorted(variants, key=lambda v: v != MAIN_VARIANT)
+@dataclass(frozen=True)
+class Look:
+    """The methods of one `rohydr plots` call and their colours, shared by its figures."""
+    methods: Methods
+    colors: dict[str, str]
+
+    def label(self, run: str) -> str:
+        return self.methods.label(run)
+
+    def line(self, run: str) -> dict:
+        main = self.methods.role(run) == "main"
+        return {"color": self.colors[run], "linewidth": 2.2 if main else 1.3, "zorder": 5 if main else 3}
+
+
+def component_colors(names) -> dict[str, tuple]:
+    """Colours for the parts of one model (loss terms, parameter groups): never a method's colour."""
+    names = list(names)
+    cmap = plt.get_cmap(COMPONENT_CMAP)
+    return {name: cmap(x) for name, x in zip(names, np.linspace(0.0, 0.85, max(len(names), 2)))}
 
 
 def seeds_text(n: int) -> str:
     return "1 seed" if n == 1 else f"{n} seeds"
-
-
-def variant_colors(variants: list[str]) -> dict[str, tuple]:
-    palette = plt.get_cmap("tab10").colors
-    others = iter(c for i, c in enumerate(palette) if i != 0)
-    return {v: palette[0] if v == MAIN_VARIANT else next(others, palette[7]) for v in variants}
-
-
-def line_style(variant: str) -> dict:
-    return {"linewidth": 2.2, "zorder": 5} if variant == MAIN_VARIANT else {"linewidth": 1.3, "zorder": 3}
 
 
 def save(fig, out_dir: Path, name: str, tight: bool = True) -> list[Path]:
@@ -103,36 +116,102 @@ def legend_below(fig, axes, ncol: int | None = None) -> None:
 
 # ----------------------------------------------------------------------------- mr curves
 
-def mr_curves(long: pd.DataFrame, dataset: str, out_dir: Path) -> list[Path]:
+MAX_ERRORBAR_LINES = 3  # more lines with error bars in one panel blur into each other
+MR_X = {"complete": 0.0, **{c: NOMINAL_MR[c] for c in MR_CONDITIONS}}
+
+
+def mr_stats(long: pd.DataFrame) -> pd.DataFrame:
+    """variant, metric, x (nominal MR, 0 = complete), mean, std over seeds, in %."""
+    part = long[long.condition.isin(MR_X) & long.metric.isin(PAIR_LABELS)].dropna(subset=["value"])
+    part = part.assign(x=part.condition.map(MR_X), value=part.value * 100)
+    return part.groupby(["variant", "metric", "x"])["value"].agg(["mean", "std"]).reset_index()
+
+
+def literature_curves(peers: pd.DataFrame) -> pd.DataFrame:
+    """method, metric, x, mean of the quoted numbers (already in %)."""
+    part = peers[peers.condition.isin(MR_X)]
+    long = part.melt(id_vars=["method", "condition"], value_vars=list(PAIR_LABELS), var_name="metric",
+                     value_name="mean").dropna(subset=["mean"])
+    return long.assign(x=long.condition.map(MR_X), mean=long["mean"].astype(float))
+
+
+def draw_run(ax, look: Look, run: str, curve: pd.DataFrame, offset: float, spread: bool) -> None:
+    """The main variant as a line with a band; others with error bars where `spread` (few lines in the
+    panel), else as plain lines; a run scored on complete inputs only as a point and a level."""
+    std = curve["std"].fillna(0.0).to_numpy()
+    style = look.line(run)
+    if len(curve) == 1 and curve.x.iloc[0] == 0.0:
+        ax.axhline(curve["mean"].iloc[0], color=style["color"], linestyle=":", linewidth=1.2)
+        ax.errorbar([0.0], curve["mean"], yerr=std, marker="s", markersize=6, capsize=3, linestyle="none",
+                    color=style["color"], label=f"{look.label(run)}: MR 0 only (dotted: its level)")
+        return
+    if look.methods.role(run) == "main":
+        ax.plot(curve.x, curve["mean"], marker="o", label=look.label(run), **style)
+        ax.fill_between(curve.x, curve["mean"] - std, curve["mean"] + std, color=style["color"], alpha=0.18,
+                        linewidth=0)
+        return
+    if spread:
+        ax.errorbar(curve.x + offset, curve["mean"], yerr=std, marker="o", capsize=2, elinewidth=0.8,
+                    label=look.label(run), **style)
+    else:
+        ax.plot(curve.x, curve["mean"], marker="o", markersize=3, label=look.label(run), **style)
+
+
+def draw_literature(ax, quoted: pd.DataFrame, colors: dict) -> None:
+    for method, curve in quoted.groupby("method", sort=False):
+        curve = curve.sort_values("x")
+        ax.plot(curve.x, curve["mean"], linestyle="--", marker="o", markerfacecolor="white", markersize=5,
+                color=colors[method], linewidth=1.2, label=f"{method} (paper)", zorder=4)
+
+
+def mr_panels(look: Look, runs: list[str], has_literature: bool) -> list[tuple[str, list[str]]]:
+    """(title, runs) per column: the main variant against the baselines (and literature), and against
+    the other variants."""
+    main = [r for r in runs if look.methods.role(r) == "main"]
+    others = {role: [r for r in runs if look.methods.role(r) == role] for role in ("baseline", "variant")}
+    name = f"{look.label(main[0])} " if main else ""
+    panels = []
+    if others["baseline"] or has_literature or not others["variant"]:
+        panels.append((f"{name}vs baselines" + (" and literature" if has_literature else ""),
+                       main + others["baseline"]))
+    if others["variant"]:
+        panels.append((f"{name}vs the other variants (ablations)", main + others["variant"]))
+    return panels
+
+
+def mr_curves(long: pd.DataFrame, dataset: str, out_dir: Path, look: Look, peers: pd.DataFrame) -> list[Path]:
     """Acc-2 / F1 (non-0) vs nominal MR; x = 0 is the complete condition."""
-    conditions = {"complete": 0.0, **{c: NOMINAL_MR[c] for c in MR_CONDITIONS}}
-    part = long[long.condition.isin(conditions) & long.metric.isin(["acc2_non0", "f1_non0"])].dropna(subset=["value"])
-    part = part.assign(x=part.condition.map(conditions), value=part.value * 100)
-    stats = part.groupby(["variant", "metric", "x"])["value"].agg(["mean", "std", "count"]).reset_index()
-    variants = ordered(long.variant)
-    colors = variant_colors(variants)
-    fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.6), sharex=True)
-    for ax, metric, label in zip(axes, ("acc2_non0", "f1_non0"), ("Acc-2 (non-0) [%]", "F1 (non-0) [%]")):
-        for variant in variants:
-            curve = stats[(stats.variant == variant) & (stats.metric == metric)].sort_values("x")
-            if curve.empty:
-                continue
-            std = curve["std"].fillna(0.0).to_numpy()
-            if len(curve) == 1:  # complete-only rows (the complete baseline): a reference level
-                ax.axhline(curve["mean"].iloc[0], color=colors[variant], linestyle=":", linewidth=1.3,
-                           label=f"{variant} (MR 0 only)")
-                continue
-            ax.plot(curve.x, curve["mean"], marker="o", color=colors[variant], label=variant, **line_style(variant))
-            ax.fill_between(curve.x, curve["mean"] - std, curve["mean"] + std, color=colors[variant], alpha=0.15,
-                            linewidth=0)
-        ax.set_xlabel("nominal missing rate (fraction of modality entries)")
-        ax.set_ylabel(label)
-        ax.set_xticks(list(conditions.values()))
-        ax.set_xlim(-0.03, 0.73)
-        ax.set_xticklabels(["0\n(complete)", *(f"{x:.1f}" for x in list(conditions.values())[1:])])
+    stats = mr_stats(long)
+    runs = [r for r in look.methods.ordered(long.variant) if r in set(stats.variant)]
+    if not runs:
+        return placeholder(out_dir, "mr_curves", f"{dataset}: no Acc-2 / F1 under missing rates in the eval files")
+    quoted = literature_curves(peers)
+    quoted_colors = literature_colors(quoted.method)
+    panels = mr_panels(look, runs, not quoted.empty)
+    fig, axes = plt.subplots(2, len(panels), figsize=(4.6 * len(panels) + 0.6, 6.4), sharex=True, sharey="row",
+                             squeeze=False)
+    for col, (title, members) in enumerate(panels):
+        spread = len(members) <= MAX_ERRORBAR_LINES
+        offsets = dict(zip(members, np.linspace(-0.01, 0.01, len(members))))
+        for row, metric in enumerate(PAIR_LABELS):
+            ax = axes[row, col]
+            for run in members:
+                curve = stats[(stats.variant == run) & (stats.metric == metric)].sort_values("x")
+                if not curve.empty:
+                    draw_run(ax, look, run, curve, offsets[run], spread)
+            if col == 0:
+                draw_literature(ax, quoted[quoted.metric == metric], quoted_colors)
+                ax.set_ylabel(PAIR_LABELS[metric])
+            ax.set_xticks(list(MR_X.values()), ["0\n(complete)", *(f"{x:.1f}" for x in list(MR_X.values())[1:])])
+            ax.set_xlim(-0.04, 0.74)
+            if row == 0:
+                note = f"\n(± std: {look.label(members[0])} only; all in the tables)"
+                ax.set_title(title if spread else title + note)
+            else:
+                ax.set_xlabel("nominal missing rate (fraction of modality entries)")
+        axes[1, col].legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, frameon=False)
     n_seeds = long.groupby("variant").seed.nunique().max()
     fig.suptitle(f"{dataset}: accuracy under missing modalities (mean ± std over {seeds_text(n_seeds)})")
-    legend_below(fig, axes)
     return save(fig, out_dir, "mr_curves")
 
 
@@ -168,10 +247,11 @@ def per_epoch(logs: pd.DataFrame, column: str) -> pd.DataFrame:
     return part.groupby("epoch")[column].agg(["mean", "std"]).reset_index()
 
 
-def plot_band(ax, curve: pd.DataFrame, scale: float = 1.0, **style) -> None:
+def plot_band(ax, curve: pd.DataFrame, scale: float = 1.0, band: bool = True, **style) -> None:
     mean, std = curve["mean"] * scale, curve["std"].fillna(0.0) * scale
     line, = ax.plot(curve.epoch, mean, **style)
-    ax.fill_between(curve.epoch, mean - std, mean + std, color=line.get_color(), alpha=0.15, linewidth=0)
+    if band:
+        ax.fill_between(curve.epoch, mean - std, mean + std, color=line.get_color(), alpha=0.15, linewidth=0)
 
 
 def use_log_scale(ax, values: list[pd.Series]) -> None:
@@ -180,24 +260,19 @@ def use_log_scale(ax, values: list[pd.Series]) -> None:
         ax.set_yscale("log")
 
 
-def main_variant(logs: pd.DataFrame) -> str:
-    variants = list(dict.fromkeys(logs.variant))
-    return MAIN_VARIANT if MAIN_VARIANT in variants else variants[0]
-
-
-def training_panels(logs: pd.DataFrame) -> tuple[str, dict, dict]:
-    main = main_variant(logs)
+def training_panels(logs: pd.DataFrame, look: Look) -> tuple[str, dict, dict]:
+    main = look.methods.main_of(logs.variant)
     mine = logs[logs.variant == main]
     losses = {title: columns_with_data(mine, cols) for title, cols in STAGE_LOSSES.items()}
     grads = {stage: columns_with_data(mine, [f"gradnorm_{stage}_{g}" for g in GROUPS]) for stage in GRAD_STAGES}
     return main, {t: c for t, c in losses.items() if c}, {s: c for s, c in grads.items() if c}
 
 
-def training_curves(logs: pd.DataFrame, dataset: str, out_dir: Path) -> list[Path]:
+def training_curves(logs: pd.DataFrame, dataset: str, out_dir: Path, look: Look) -> list[Path]:
     if logs.empty:
         return placeholder(out_dir, "training_curves", f"{dataset}: no training logs given")
     fig = plt.figure(figsize=(11.0, 9.0))
-    main, losses, grads = training_panels(logs)
+    main, losses, grads = training_panels(logs, look)
     mine = logs[logs.variant == main]
     n_seeds = mine.seed.nunique()
     rows = [r for r in (losses, grads) if r] + [["val"]]
@@ -208,23 +283,27 @@ def training_curves(logs: pd.DataFrame, dataset: str, out_dir: Path) -> list[Pat
     if losses:
         axes = subfigs[row].subplots(1, ncols)
         for ax, (title, columns) in zip(axes, losses.items()):
+            colors = component_colors(columns)
             for column in columns:
-                plot_band(ax, per_epoch(mine, column), label=LOSS_LABELS.get(column, column), marker=".")
+                plot_band(ax, per_epoch(mine, column), label=LOSS_LABELS.get(column, column), marker=".",
+                          color=colors[column])
             use_log_scale(ax, [mine[c] for c in columns])
             ax.set(title=title, xlabel="epoch", ylabel="training loss (epoch mean)")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False, fontsize=7)
         for ax in axes[len(losses):]:
             ax.set_visible(False)
-        subfigs[row].suptitle(f"{main}: losses per stage (mean ± std over {seeds_text(n_seeds)})", fontsize=10)
+        subfigs[row].suptitle(f"{look.label(main)}: losses per stage (mean ± std over {seeds_text(n_seeds)})",
+                              fontsize=10)
         row += 1
     if grads:
         axes = subfigs[row].subplots(1, ncols, sharey=True)
-        group_colors = dict(zip(GROUPS, plt.get_cmap("tab10").colors))
+        group_colors = component_colors(GROUPS)
         for ax, (stage, columns) in zip(axes, grads.items()):
             for column in columns:
                 group = column.removeprefix(f"gradnorm_{stage}_")
-                plot_band(ax, per_epoch(mine, column), label=group.replace("_", " "), color=group_colors[group])
+                plot_band(ax, per_epoch(mine, column), label=group.replace("_", " "),
+                          color=group_colors[group], linestyle=GROUP_DASHES[GROUPS.index(group) % len(GROUP_DASHES)])
             ax.set_yscale("log")
             ax.set(title=GRAD_STAGES[stage], xlabel="epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -232,25 +311,25 @@ def training_curves(logs: pd.DataFrame, dataset: str, out_dir: Path) -> list[Pat
         for ax in axes[len(grads):]:
             ax.set_visible(False)
         legend_below(subfigs[row], axes[:len(grads)], ncol=4)
-        subfigs[row].suptitle(f"{main}: gradient norm of each parameter group per stage", fontsize=10)
+        subfigs[row].suptitle(f"{look.label(main)}: gradient norm of each parameter group per stage", fontsize=10)
         row += 1
-    validation_row(subfigs[row], logs, main, ncols)
+    validation_row(subfigs[row], logs, main, ncols, look)
     fig.suptitle(f"{dataset}: training", fontsize=11, fontweight="bold")
     return save(fig, out_dir, "training_curves")
 
 
-def validation_row(subfig, logs: pd.DataFrame, main: str, ncols: int) -> None:
+def validation_row(subfig, logs: pd.DataFrame, main: str, ncols: int, look: Look) -> None:
     axes = subfig.subplots(1, ncols)
     mine = logs[logs.variant == main]
     ax = axes[0]
-    for column, label in (("val_acc2", "Acc-2 (non-0)"), ("val_f1", "F1 (non-0)")):
+    for column, label, dash in (("val_acc2", "Acc-2 (non-0)", "-"), ("val_f1", "F1 (non-0)", "--")):
         if columns_with_data(mine, [column]):
-            plot_band(ax, per_epoch(mine, column), scale=100, label=label, marker=".")
-    ax.set(title=f"{main}: validation", xlabel="epoch", ylabel="validation score [%]")
+            plot_band(ax, per_epoch(mine, column), scale=100, label=label, marker=".", linestyle=dash,
+                      color=look.colors[main])
+    ax.set(title=f"{look.label(main)}: validation", xlabel="epoch", ylabel="validation score [%]")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
-    variants = ordered(logs.variant)
-    colors = variant_colors(variants)
+    variants = look.methods.ordered(logs.variant)
     used = 1
     for column, title, label, scale in (("val_acc2", "all variants: validation Acc-2", "Acc-2 (non-0) [%]", 100),
                                         ("val_l1", "all variants: validation L1", "L1 / MAE (label units)", 1)):
@@ -261,69 +340,79 @@ def validation_row(subfig, logs: pd.DataFrame, main: str, ncols: int) -> None:
         for variant in variants:
             theirs = logs[logs.variant == variant]
             if columns_with_data(theirs, [column]):
-                plot_band(ax, per_epoch(theirs, column), scale=scale, label=variant, color=colors[variant],
-                          **line_style(variant))
+                plot_band(ax, per_epoch(theirs, column), scale=scale, label=look.label(variant),
+                          band=variant == main, **look.line(variant))
         ax.set(title=title, xlabel="epoch", ylabel=label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes[used:]:
         ax.set_visible(False)
     legend_below(subfig, axes[1:used], ncol=4)
-    subfig.suptitle("validation (mean ± std over seeds)", fontsize=10)
+    subfig.suptitle(f"validation (mean ± std over seeds; all variants: band for {look.label(main)} only)", fontsize=10)
 
 
 # ----------------------------------------------------------------------------- recovery quality
 
-def recovery_quality(long: pd.DataFrame, dataset: str, out_dir: Path) -> list[Path]:
+REC_KINDS = {"mse": "MSE to true features", "cos": "cosine similarity to true features"}
+
+
+def recovery_quality(long: pd.DataFrame, dataset: str, out_dir: Path, look: Look) -> list[Path]:
     rec = long[long.metric.str.startswith("rec_") & long.condition.isin(MISSING_PATTERNS)].dropna(subset=["value"])
     stats = rec.groupby(["variant", "condition", "metric"])["value"].agg(["mean", "std"]).reset_index()
-    variants = [v for v in ordered(long.variant) if v in set(stats.variant)]
-    colors = variant_colors(ordered(long.variant))
-    if not variants:
+    runs = [r for r in look.methods.ordered(long.variant) if r in set(stats.variant)]
+    if not runs:
         return placeholder(out_dir, "recovery_quality", f"{dataset}: no recovery metrics in the eval files")
-    fig, axes = plt.subplots(2, 3, figsize=(10.0, 5.6), sharey="row")
-    width = 0.8 / len(variants)
+    fig, axes = plt.subplots(2, 3, figsize=(10.5, 6.0), sharey="row")
+    offsets = np.linspace(-0.3, 0.3, len(runs)) if len(runs) > 1 else [0.0]
     for col, modality in enumerate(MODALITIES):
         slot = MODALITIES.index(modality)
         patterns = [p for p in MISSING_PATTERNS if not PATTERNS[p][slot]]  # patterns where it is recovered
         x = np.arange(len(patterns))
-        for row, (kind, label) in enumerate((("mse", "MSE to true features (log)"), ("cos", "cosine similarity"))):
+        for row, kind in enumerate(REC_KINDS):
             ax = axes[row, col]
-            for i, variant in enumerate(variants):
-                part = stats[(stats.variant == variant) & (stats.metric == f"rec_{kind}_{modality}")]
+            for offset, run in zip(offsets, runs):
+                part = stats[(stats.variant == run) & (stats.metric == f"rec_{kind}_{modality}")]
                 part = part.set_index("condition").reindex(patterns)
-                std = part["std"].fillna(0).to_numpy()
-                # MSE is drawn on a log axis (variants differ by orders of magnitude): keep bars above 0
-                lower = np.minimum(std, 0.9 * part["mean"].to_numpy()) if kind == "mse" else std
-                ax.bar(x + (i - (len(variants) - 1) / 2) * width, part["mean"], width, yerr=[lower, std],
-                       color=colors[variant], label=variant, capsize=2, error_kw={"linewidth": 0.8})
+                ax.errorbar(x + offset, part["mean"], yerr=part["std"].fillna(0.0), marker="o", linestyle="none",
+                            capsize=2, elinewidth=0.9, markersize=4.5, label=look.label(run),
+                            color=look.colors[run], zorder=look.line(run)["zorder"])
             if kind == "mse":
-                ax.set_yscale("log")
+                use_log_scale(ax, [stats[stats.metric.str.startswith("rec_mse_")]["mean"]])
+            for edge in x[:-1] + 0.5:
+                ax.axvline(edge, color="0.85", linewidth=0.6)
             ax.set_xticks(x, [f"avail. {PATTERN_HEADERS[p]}" for p in patterns])
+            ax.set_xlim(-0.5, len(patterns) - 0.5)
             ax.grid(axis="x", visible=False)
             if col == 0:
-                ax.set_ylabel(label)
+                ax.set_ylabel(REC_KINDS[kind] + (" (log scale)" if ax.get_yscale() == "log" else ""))
             if row == 0:
-                ax.set_title(f"recovered {modality} ({MODALITY_KEYS[modality]})")
+                ax.set_title(f"recovered {MODALITY_KEYS[modality]} ({modality})")
             else:
                 ax.set_xlabel("available modalities")
     n_seeds = long.groupby("variant").seed.nunique().max()
-    fig.suptitle(f"{dataset}: recovered vs true extracted features, mean ± std over {seeds_text(n_seeds)}")
-    legend_below(fig, axes, ncol=min(len(variants), 5))
+    fig.suptitle(f"{dataset}: recovered vs true extracted features (mean ± std over {seeds_text(n_seeds)})")
+    legend_below(fig, axes, ncol=min(len(runs), 5))
     return save(fig, out_dir, "recovery_quality")
 
 
 # ----------------------------------------------------------------------------- command
 
-def plots(dataset: str, eval_paths: list, train_logs: list, out_dir) -> list[Path]:
+def plots(dataset: str, eval_paths: list, train_logs: list, out_dir, methods: Methods | None = None,
+          literature: str = "auto", peers_key: str | None = None) -> list[Path]:
     out_dir = Path(out_dir)
+    methods = methods or Methods()
     long = read_evals(eval_paths)
     logs = read_train_logs(train_logs)
+    peers = load_literature(literature, peers_key)
+    runs = [*dict.fromkeys([*long.variant, *logs.variant])]
+    methods.check(runs)
+    look = Look(methods, methods.colors(runs))
     with plt.rc_context(STYLE):
-        return [*mr_curves(long, dataset, out_dir), *training_curves(logs, dataset, out_dir),
-                *recovery_quality(long, dataset, out_dir)]
+        return [*mr_curves(long, dataset, out_dir, look, peers), *training_curves(logs, dataset, out_dir, look),
+                *recovery_quality(long, dataset, out_dir, look)]
 
 
 def cli_plots(args) -> int:
-    paths = plots(args.dataset, args.eval, args.train_logs, args.out_dir)
+    paths = plots(args.dataset, args.eval, args.train_logs, args.out_dir, Methods.from_args(args), args.literature,
+                  args.peers_key)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0

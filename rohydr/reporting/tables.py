@@ -8,16 +8,19 @@ Inputs: eval.csv files at results/{dataset}/{variant}/seed{seed}/eval.csv, tidy 
                    0 would read as "perfectly stable". Two derived conditions are added per seed before
                    averaging: avg_patterns (mean over the six missing patterns) and avg_mr (mean over
                    mr0.1 .. mr0.7), each only for seeds that have all of their conditions.
-- missing_patterns, missing_rates and (with --ablation) ablation tables, each as .md, .tex and .csv.
-  Cells are Acc-2 / F1 (non-0) in percent, "mean ± std" over seeds (mean alone for one seed or for
-  quoted literature), "–" where a row has no value. The table CSVs are long: one line per
-  (row, column, metric) with mean, std, n_seeds (0 for quoted rows) and unit.
+- missing_patterns, missing_rates and (with --ablation) ablation tables, each as .md, .tex (a
+  standalone LaTeX document), .html (for the Snakemake report) and .csv (rohydr/reporting/render.py).
+  Acc-2 and F1 (non-0) in percent are separate columns, each "mean ± std" over seeds (mean alone for
+  one seed or for quoted literature), "–" where a row has no value; best and second best of this
+  project's rows are marked per column. The table CSVs are long: one line per (row, column, metric)
+  with mean, std, n_seeds (0 for quoted rows) and unit.
+Which run is the main variant, which are baselines and how each is named come from the command line
+(the workflow config): see rohydr/reporting/methods.py.
 """
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -28,14 +31,12 @@ from rohydr.errors import RohydrError
 from rohydr.evaluation.masks import BATCH_CONDITION, CONDITIONS, MISSING_PATTERNS, MR_CONDITIONS, NOMINAL_MR
 from rohydr.evaluation.metrics import METRICS
 from rohydr.io import write_text_atomic
+from rohydr.reporting.methods import Methods
+from rohydr.reporting.render import Column, Row, Stat, Table, pair_columns, to_markdown, write_table
 
 DERIVED = {"avg_patterns": MISSING_PATTERNS, "avg_mr": MR_CONDITIONS}
-PERCENT_METRICS = {"acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "acc5", "acc7"}
 PAIR = ("acc2_non0", "f1_non0")
-BASELINE_ROWS = ("zero_fill", "complete")
-MAIN_VARIANT = "rohydr"
 PEER_COLUMNS = ("dataset", "method", "source", "condition", "acc2_non0", "f1_non0")
-DASH = "–"
 
 
 # ----------------------------------------------------------------------------- reading
@@ -119,45 +120,22 @@ def summarize(long: pd.DataFrame) -> pd.DataFrame:
     return stats.loc[key.sort_values(["v", "c", "m"], kind="stable").index].reset_index(drop=True)
 
 
-@dataclass
-class Stat:
-    mean: float
-    std: float = math.nan  # NaN: one seed, or a quoted number
-    n: int = 0  # seeds; 0 for quoted literature
-
-
-@dataclass
-class Row:
-    label: str
-    kind: str  # "ours" | "quoted"
-    source: str = ""
-    cells: dict[str, dict[str, Stat]] = field(default_factory=dict)  # column -> metric -> Stat
-    text: dict[str, str] = field(default_factory=dict)  # column -> fixed text instead of numbers
-
-
-@dataclass
-class Table:
-    name: str
-    title: str
-    columns: list[tuple[str, tuple[str, ...]]]  # (header, metrics shown in the cell)
-    rows: list[Row]
-    notes: list[str] = field(default_factory=list)
-    conditions: dict[str, str] = field(default_factory=dict)  # header -> condition it shows
-
-
 def stats_lookup(summary: pd.DataFrame) -> dict[tuple[str, str, str], Stat]:
     return {(r.variant, r.condition, r.metric): Stat(r.mean, r.std, int(r.n_seeds))
             for r in summary.itertuples(index=False)}
 
 
-def ours_row(variant: str, lookup: dict, columns: dict[str, str], metrics=PAIR) -> Row:
-    """columns: header -> condition."""
-    row = Row(variant, "ours")
-    for header, condition in columns.items():
-        cell = {m: lookup[variant, condition, m] for m in metrics if (variant, condition, m) in lookup}
-        if cell:
-            row.cells[header] = cell
+def ours_row(run: str, methods: Methods, lookup: dict, columns: list[Column]) -> Row:
+    block = "baselines" if methods.role(run) == "baseline" else "variants"
+    row = Row(methods.label(run), "ours", block)
+    for column in columns:
+        if (run, column.condition, column.metric) in lookup:
+            row.cells[column] = lookup[run, column.condition, column.metric]
     return row
+
+
+def ours_rows(runs: list[str], methods: Methods, lookup: dict, columns: list[Column]) -> list[Row]:
+    return [ours_row(run, methods, lookup, columns) for run in methods.ordered(runs)]
 
 
 # ----------------------------------------------------------------------------- literature
@@ -194,19 +172,19 @@ def load_literature(literature: str, peers_key: str | None) -> pd.DataFrame:
     return peers
 
 
-def quoted_rows(peers: pd.DataFrame, columns: dict[str, str], average: tuple[str, list[str]] | None) -> list[Row]:
-    """One row per (method, source) with a value in any of the columns; average = (header, its columns)."""
+def quoted_rows(peers: pd.DataFrame, columns: list[Column], average: tuple[str, list[str]] | None) -> list[Row]:
+    """One row per (method, source) with a value in any of the columns; average = (its condition, the
+    conditions it averages): filled only where the method has all of them."""
     rows = []
     for (method, source), group in peers.groupby(["method", "source"], sort=False):
-        row = Row(f"{method} (quoted: {source})", "quoted", str(source))
+        row = Row(f"{method} (quoted: {source})", "quoted", "quoted", str(source))
         by_condition = group.set_index("condition")
-        for header, condition in columns.items():
-            if condition in by_condition.index:
-                row.cells[header] = {m: Stat(float(by_condition.loc[condition, m])) for m in PAIR}
-        if average and all(header in row.cells for header in average[1]):
-            row.cells[average[0]] = {m: Stat(float(np.mean([row.cells[h][m].mean for h in average[1]])))
-                                     for m in PAIR}
-        if any(header in row.cells for header in columns):
+        for column in columns:
+            if column.condition in by_condition.index:
+                row.cells[column] = Stat(float(by_condition.loc[column.condition, column.metric]))
+            elif average and column.condition == average[0] and set(average[1]) <= set(by_condition.index):
+                row.cells[column] = Stat(float(by_condition.loc[list(average[1]), column.metric].mean()))
+        if row.cells:
             rows.append(row)
     return rows
 
@@ -217,8 +195,7 @@ PATTERN_HEADERS = {"l": "{l}", "a": "{a}", "v": "{v}", "la": "{l,a}", "lv": "{l,
 
 
 def seeds_phrase(rows: list[Row]) -> str:
-    counts = sorted({stat.n for row in rows if row.kind == "ours"
-                     for cell in row.cells.values() for stat in cell.values()})
+    counts = sorted({stat.n for row in rows if row.kind == "ours" for stat in row.cells.values()})
     if not counts:
         return "no seeds"
     if counts == [1]:
@@ -228,20 +205,29 @@ def seeds_phrase(rows: list[Row]) -> str:
     return f"mean ± std over {counts[0]}–{counts[-1]} seeds (n per row in the CSV)"
 
 
-def patterns_table(dataset: str, variants: list[str], lookup: dict, peers: pd.DataFrame) -> Table:
-    columns = {**{PATTERN_HEADERS[p]: p for p in MISSING_PATTERNS}, "Avg.": "avg_patterns", "Complete": "complete"}
-    rows = [ours_row(v, lookup, columns) for v in variants]
-    rows += quoted_rows(peers, {h: c for h, c in columns.items() if c != "avg_patterns"},
-                        ("Avg.", [PATTERN_HEADERS[p] for p in MISSING_PATTERNS]))
-    title = f"Missing patterns, {dataset}: Acc-2 / F1 (non-0) in %, {seeds_phrase(rows)}"
-    notes = ["Columns name the AVAILABLE modalities; Avg. is the mean of the six missing patterns per seed."]
-    return Table("missing_patterns", title, [(h, PAIR) for h in columns], rows, notes + quoted_note(rows), columns)
-
-
 def quoted_note(rows: list[Row]) -> list[str]:
     if any(row.kind == "quoted" for row in rows):
         return ["Quoted rows are published numbers (no std), not results of this project."]
     return []
+
+
+def complete_only_note(rows: list[Row]) -> list[str]:
+    """Rows of ours with values in the complete condition only (the complete-modality baseline)."""
+    names = [row.label for row in rows if row.kind == "ours" and row.cells
+             and {column.condition for column in row.cells} == {"complete"}]
+    if not names:
+        return []
+    return [f"{', '.join(names)}: scored on complete inputs only (no modality missing), hence – elsewhere."]
+
+
+def patterns_table(dataset: str, runs: list[str], methods: Methods, lookup: dict, peers: pd.DataFrame) -> Table:
+    groups = {**{PATTERN_HEADERS[p]: p for p in MISSING_PATTERNS}, "Avg.": "avg_patterns", "Complete": "complete"}
+    columns = [column for header, condition in groups.items() for column in pair_columns(header, condition)]
+    rows = ours_rows(runs, methods, lookup, columns)
+    rows += quoted_rows(peers, columns, ("avg_patterns", MISSING_PATTERNS))
+    title = f"Missing patterns, {dataset}: Acc-2 and F1 (non-0) in %, {seeds_phrase(rows)}"
+    notes = ["Columns name the AVAILABLE modalities; Avg. is the mean of the six missing patterns per seed."]
+    return Table("missing_patterns", title, columns, rows, notes + complete_only_note(rows) + quoted_note(rows))
 
 
 def realized_rates(long: pd.DataFrame) -> dict[str, float]:
@@ -249,25 +235,26 @@ def realized_rates(long: pd.DataFrame) -> dict[str, float]:
     return rates.to_dict()
 
 
-def rates_table(dataset: str, variants: list[str], lookup: dict, peers: pd.DataFrame, realized: dict) -> Table:
+def rates_table(dataset: str, runs: list[str], methods: Methods, lookup: dict, peers: pd.DataFrame,
+                realized: dict) -> Table:
     def header(condition: str, prefix: str = "") -> str:
         rate = realized.get(condition)
         nominal = f"{prefix}{NOMINAL_MR[condition]:.1f}"
         return f"{nominal} ({rate:.2f})" if rate is not None and np.isfinite(rate) else nominal
 
-    mr_headers = {header(c): c for c in MR_CONDITIONS}
-    columns = {**mr_headers, "Avg.": "avg_mr"}
-    if any((v, BATCH_CONDITION, PAIR[0]) in lookup for v in variants):
-        columns[header(BATCH_CONDITION, "per-batch ")] = BATCH_CONDITION
-    rows = [ours_row(v, lookup, columns) for v in variants]
-    rows += quoted_rows(peers, mr_headers, ("Avg.", list(mr_headers)))
-    title = f"Missing rates, {dataset}: Acc-2 / F1 (non-0) in %, {seeds_phrase(rows)}"
-    notes = ["Headers: nominal missing rate (realized rate on the saved masks); Avg. is the mean over "
-             "MR 0.1-0.7 per seed."]
-    if BATCH_CONDITION in columns.values():
+    groups = {"0 (complete)": "complete", **{header(c): c for c in MR_CONDITIONS}, "Avg.": "avg_mr"}
+    if any((run, BATCH_CONDITION, PAIR[0]) in lookup for run in runs):
+        groups[header(BATCH_CONDITION, "per-batch ")] = BATCH_CONDITION
+    columns = [column for group, condition in groups.items() for column in pair_columns(group, condition)]
+    rows = ours_rows(runs, methods, lookup, columns)
+    rows += quoted_rows(peers, [c for c in columns if c.condition != BATCH_CONDITION], ("avg_mr", MR_CONDITIONS))
+    title = f"Missing rates, {dataset}: Acc-2 and F1 (non-0) in %, {seeds_phrase(rows)}"
+    notes = ["Headers: nominal missing rate (realized rate on the saved masks); 0 is the complete condition; "
+             "Avg. is the mean over MR 0.1-0.7 per seed."]
+    if BATCH_CONDITION in groups.values():
         notes.append("per-batch 0.7: the reference implementation's draw (one pattern per batch of 32), "
                      "not part of Avg.")
-    return Table("missing_rates", title, [(h, PAIR) for h in columns], rows, notes + quoted_note(rows), columns)
+    return Table("missing_rates", title, columns, rows, notes + complete_only_note(rows) + quoted_note(rows))
 
 
 def paired_delta(long: pd.DataFrame, variant: str, reference: str, condition: str, metric: str) -> Stat | None:
@@ -282,150 +269,55 @@ def paired_delta(long: pd.DataFrame, variant: str, reference: str, condition: st
     return Stat(float(diff.mean()), float(diff.std()) if len(diff) > 1 else math.nan, len(diff))
 
 
-def ablation_table(dataset: str, requested: list[str], variants: list[str], lookup: dict,
-                   long: pd.DataFrame) -> Table:
-    # no names given: every variant, the main one (rohydr) first as the reference row
-    names = list(requested) or sorted((v for v in variants if v not in BASELINE_ROWS), key=lambda v: v != MAIN_VARIANT)
-    absent = [name for name in names if name not in variants]
+def ablation_rows(requested: list[str], runs: list[str], methods: Methods) -> list[str]:
+    """The requested variants (none: every variant, the main one first), then the evaluated baselines."""
+    names = list(requested) or [run for run in methods.ordered(runs) if methods.role(run) != "baseline"]
+    absent = [name for name in names if name not in runs]
     if absent:
-        raise RohydrError(f"aggregate --ablation: no eval.csv for variant(s) {absent}; evaluated: {variants}")
-    names += [b for b in BASELINE_ROWS if b in variants and b not in names]
+        raise RohydrError(f"aggregate --ablation: no eval.csv for variant(s) {absent}; evaluated: {runs}")
+    return names + [b for b in methods.ordered(runs) if methods.role(b) == "baseline" and b not in names]
+
+
+def ablation_table(dataset: str, requested: list[str], runs: list[str], methods: Methods, lookup: dict,
+                   long: pd.DataFrame) -> Table:
+    names = ablation_rows(requested, runs, methods)
     reference = names[0]
-    delta_columns = {f"Δ Acc-2 patterns vs {reference}": "avg_patterns", f"Δ Acc-2 MR vs {reference}": "avg_mr"}
-    pair_columns = {"Avg. patterns": "avg_patterns", "Avg. MR": "avg_mr", "Complete": "complete"}
+    columns = [*pair_columns("Avg. patterns", "avg_patterns"), *pair_columns("Avg. MR", "avg_mr"),
+               *pair_columns("Complete", "complete"), Column("MAE", "patterns", "avg_patterns", "mae")]
+    deltas = [Column(f"Δ Acc-2 vs {methods.label(reference)}", label, condition, "delta_acc2_non0")
+              for label, condition in (("patterns", "avg_patterns"), ("MR", "avg_mr"))]
     rows = []
     for name in names:
-        row = ours_row(name, lookup, pair_columns)
-        mae = ours_row(name, lookup, {"MAE patterns": "avg_patterns"}, metrics=("mae",))
-        row.cells.update(mae.cells)
-        for header, condition in delta_columns.items():
+        row = ours_row(name, methods, lookup, columns)
+        for column in deltas:
             if name == reference:
-                row.text[header] = "ref."
-            elif (delta := paired_delta(long, name, reference, condition, PAIR[0])) is not None:
-                row.cells[header] = {"delta_acc2_non0": delta}
+                row.text[column] = "ref."
+            elif (delta := paired_delta(long, name, reference, column.condition, PAIR[0])) is not None:
+                row.cells[column] = delta
         rows.append(row)
-    columns = [("Avg. patterns", PAIR), ("Avg. MR", PAIR), ("Complete", PAIR), ("MAE patterns", ("mae",))]
-    columns += [(header, ("delta_acc2_non0",)) for header in delta_columns]
-    title = f"Ablation, {dataset}: Acc-2 / F1 (non-0) in %, MAE, {seeds_phrase(rows)}"
+    title = f"Ablation, {dataset}: Acc-2 and F1 (non-0) in %, MAE, {seeds_phrase(rows)}"
     notes = ["Δ: Acc-2 (non-0) difference to the first row in percentage points, paired by seed."]
-    conditions = {**pair_columns, "MAE patterns": "avg_patterns", **delta_columns}
-    return Table("ablation", title, columns, rows, notes, conditions)
-
-
-# ----------------------------------------------------------------------------- rendering
-
-def _number(metric: str, value: float, signed: bool = False) -> str:
-    if metric == "mae":
-        return f"{value:.3f}"
-    scaled = value * 100 if metric in PERCENT_METRICS else value
-    return f"{scaled:+.1f}" if signed else f"{scaled:.1f}"
-
-
-def _stat_text(metric: str, stat: Stat, pm: str) -> str:
-    if stat.n == 0 and metric in PERCENT_METRICS:  # quoted literature is already in percent
-        return f"{stat.mean:.1f}"
-    signed = metric.startswith("delta_")
-    mean = _number(metric, stat.mean, signed)
-    if stat.n <= 1 or not np.isfinite(stat.std):
-        return mean
-    return f"{mean}{pm}{_number(metric, stat.std).lstrip('+')}"
-
-
-def cell_text(row: Row, header: str, metrics: tuple[str, ...], pm: str, dash: str) -> str:
-    if header in row.text:
-        return row.text[header]
-    cell = row.cells.get(header, {})
-    return " / ".join(_stat_text(m, cell[m], pm) if m in cell else dash for m in metrics) if cell else dash
-
-
-def to_markdown(table: Table) -> str:
-    lines = [f"**{table.title}**", ""]
-    lines.append("| Method | " + " | ".join(h for h, _ in table.columns) + " |")
-    lines.append("|---|" + "---|" * len(table.columns))
-    for row in table.rows:
-        cells = [cell_text(row, h, metrics, " ± ", DASH) for h, metrics in table.columns]
-        lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
-    lines += ["", *table.notes]
-    return "\n".join(lines) + "\n"
-
-
-LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$",
-                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                 "±": r"$\pm$", "Δ": r"$\Delta$", "–": "--"}
-
-
-def latex_escape(text: str) -> str:
-    return re.sub("|".join(map(re.escape, LATEX_SPECIAL)), lambda m: LATEX_SPECIAL[m.group(0)], text)
-
-
-def to_latex(table: Table, dataset: str) -> str:
-    caption = latex_escape(table.title)
-    if table.notes:
-        caption += ". " + " ".join(latex_escape(note) for note in table.notes)
-    header = " & ".join(["Method", *(latex_escape(h) for h, _ in table.columns)]) + r" \\"
-    lines = [
-        "% needs \\usepackage{booktabs,graphicx}",
-        r"\begin{table}[t]",
-        r"\centering",
-        rf"\caption{{{caption}}}",
-        rf"\label{{tab:{re.sub(r'[^A-Za-z0-9]+', '-', dataset)}-{table.name.replace('_', '-')}}}",
-        r"\resizebox{\textwidth}{!}{%",
-        r"\begin{tabular}{l" + "c" * len(table.columns) + "}",
-        r"\toprule",
-        header,
-        r"\midrule",
-    ]
-    previous_kind = None
-    for row in table.rows:
-        if previous_kind == "ours" and row.kind == "quoted":
-            lines.append(r"\midrule")
-        previous_kind = row.kind
-        cells = [latex_escape(cell_text(row, h, metrics, " ± ", DASH)) for h, metrics in table.columns]
-        lines.append(" & ".join([latex_escape(row.label), *cells]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
-
-
-def to_long_csv(table: Table, dataset: str) -> str:
-    records = []
-    for row in table.rows:
-        for header, metrics in table.columns:
-            for metric in metrics:
-                stat = row.cells.get(header, {}).get(metric)
-                if stat is None:
-                    continue
-                # our accuracies are fractions; quoted ones and the deltas are already in % / points
-                scale = 100.0 if row.kind == "ours" and metric in PERCENT_METRICS else 1.0
-                unit = "%" if metric in PERCENT_METRICS else "pp" if metric.startswith("delta_") else ""
-                records.append({"dataset": dataset, "row": row.label, "kind": row.kind, "source": row.source,
-                                "column": header, "condition": table.conditions.get(header, ""), "metric": metric, "mean": stat.mean * scale,
-                                "std": stat.std * scale, "n_seeds": stat.n, "unit": unit})
-    columns = ["dataset", "row", "kind", "source", "column", "condition", "metric", "mean", "std", "n_seeds", "unit"]
-    return pd.DataFrame(records, columns=columns).to_csv(index=False, float_format="%.6g")
-
-
-def write_table(table: Table, out_dir: Path, dataset: str) -> None:
-    write_text_atomic(out_dir / f"{table.name}.md", to_markdown(table))
-    write_text_atomic(out_dir / f"{table.name}.tex", to_latex(table, dataset))
-    write_text_atomic(out_dir / f"{table.name}.csv", to_long_csv(table, dataset))
+    return Table("ablation", title, [*columns, *deltas], rows, notes + complete_only_note(rows))
 
 
 # ----------------------------------------------------------------------------- command
 
 def aggregate(dataset: str, eval_paths: list, out_dir, literature: str = "auto", peers_key: str | None = None,
-              ablation: list[str] | None = None) -> dict[str, Table]:
+              ablation: list[str] | None = None, methods: Methods | None = None) -> dict[str, Table]:
     out_dir = Path(out_dir)
+    methods = methods or Methods()
     long = read_evals(eval_paths)
     peers = load_literature(literature, peers_key)
     summary = summarize(long)
-    variants = list(dict.fromkeys(long.variant))
+    runs = list(dict.fromkeys(long.variant))
+    methods.check(runs)
     lookup = stats_lookup(summary)
-    tables = {"missing_patterns": patterns_table(dataset, variants, lookup, peers),
-              "missing_rates": rates_table(dataset, variants, lookup, peers, realized_rates(long))}
+    tables = {"missing_patterns": patterns_table(dataset, runs, methods, lookup, peers),
+              "missing_rates": rates_table(dataset, runs, methods, lookup, peers, realized_rates(long))}
     if ablation is not None:
-        tables["ablation"] = ablation_table(dataset, ablation, variants, lookup, long)
+        tables["ablation"] = ablation_table(dataset, ablation, runs, methods, lookup, long)
     # everything is checked and built before the first file is written
-    variant_rank = long.variant.map({v: i for i, v in enumerate(variants)})
+    variant_rank = long.variant.map({v: i for i, v in enumerate(runs)})
     seeds = long.assign(rank=variant_rank).sort_values(["rank", "seed"], kind="stable").assign(dataset=dataset)
     write_text_atomic(out_dir / "seeds.csv", seeds[["dataset", "variant", "seed", "condition", "metric", "value"]]
                       .to_csv(index=False, float_format="%.6g"))
@@ -437,7 +329,8 @@ def aggregate(dataset: str, eval_paths: list, out_dir, literature: str = "auto",
 
 
 def cli_aggregate(args) -> int:
-    tables = aggregate(args.dataset, args.eval, args.out_dir, args.literature, args.peers_key, args.ablation)
+    tables = aggregate(args.dataset, args.eval, args.out_dir, args.literature, args.peers_key, args.ablation,
+                       Methods.from_args(args))
     print(to_markdown(tables["missing_patterns"]))
     print(f"wrote {', '.join(tables)} tables, all_metrics.csv and seeds.csv to {args.out_dir}")
     return 0

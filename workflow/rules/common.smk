@@ -1,4 +1,5 @@
 import json
+import shlex
 
 from snakemake.utils import validate
 
@@ -7,6 +8,10 @@ from rohydr.config import build_run_config
 
 validate(config, schema="../schemas/config.schema.yaml")
 
+
+# The workflow description page of `snakemake --report`.
+report: "../report/workflow.rst"
+
 DATASETS = config["datasets"]
 RUN_DATASETS = config.get("run_datasets") or list(DATASETS)
 SEEDS = config["seeds"]
@@ -14,7 +19,11 @@ VARIANTS = config["variants"]
 BASELINES = config["baselines"]
 # Trained models: the variants and the trained baselines; `complete` reuses the pretrained backbone.
 TRAINED = {**VARIANTS, **BASELINES}
-ABLATION = config.get("ablation") or list(VARIANTS)
+MAIN_VARIANT = config["main_variant"]
+# What the tables and figures show: the main variant first, the other variants, then these baselines.
+REPORT_BASELINES = [*BASELINES, "complete"]
+DISPLAY_NAMES = config.get("display_names", {})
+ABLATION = config.get("ablation") or [MAIN_VARIANT, *(v for v in VARIANTS if v != MAIN_VARIANT)]
 RES = config["resources"]
 
 
@@ -25,8 +34,11 @@ def _check_names():
     unknown = [name for name in ABLATION if name not in TRAINED]
     if unknown:
         raise ValueError(f"ablation names unknown variant(s) {unknown}; configured: {sorted(TRAINED)}")
-    if config["main_variant"] not in VARIANTS:
-        raise ValueError(f"main_variant {config['main_variant']!r} is not a configured variant: {sorted(VARIANTS)}")
+    if MAIN_VARIANT not in VARIANTS:
+        raise ValueError(f"main_variant {MAIN_VARIANT!r} is not a configured variant: {sorted(VARIANTS)}")
+    unknown = sorted(set(DISPLAY_NAMES) - set(TRAINED) - {"complete"})
+    if unknown:
+        raise ValueError(f"display_names names unknown run(s) {unknown}; configured: {sorted([*TRAINED, 'complete'])}")
     clash = sorted(set(VARIANTS) & set(BASELINES))
     if clash:
         raise ValueError(f"names used both as variant and baseline: {clash}")
@@ -78,8 +90,11 @@ TABLES = ["missing_patterns", "missing_rates", "ablation"]
 FIGURES = ["mr_curves", "training_curves", "recovery_quality"]
 
 
+TABLE_FORMATS = ["html", "md", "tex", "csv"]
+
+
 def dataset_outputs(dataset):
-    return [f"results/{dataset}/tables/{table}.{ext}" for table in TABLES for ext in ("md", "tex", "csv")] + [
+    return [f"results/{dataset}/tables/{table}.{ext}" for table in TABLES for ext in TABLE_FORMATS] + [
         f"results/{dataset}/figures/{figure}.{ext}" for figure in FIGURES for ext in ("png", "pdf")
     ]
 
@@ -129,6 +144,12 @@ def evaluated_model(wildcards):
     return f"results/{wildcards.dataset}/{run}/seed{wildcards.seed}/model.pt"
 
 
-def peers_args(wildcards):
+def report_args(wildcards):
+    """What `rohydr aggregate` and `rohydr plots` show, all from the config: the quoted literature, the
+    main variant, the baselines and the display names."""
     key = DATASETS[wildcards.dataset]["literature"]
-    return "--literature none" if key == "none" else f"--peers-key {key}"
+    args = ["--literature", "none"] if key == "none" else ["--peers-key", key]
+    args += ["--main-variant", MAIN_VARIANT, "--baselines", *REPORT_BASELINES]
+    if DISPLAY_NAMES:
+        args += ["--display-names", *(f"{run}={label}" for run, label in DISPLAY_NAMES.items())]
+    return shlex.join(args)

@@ -1,6 +1,6 @@
 # Report stage: paper-style tables and figures per dataset, and named targets per variant.
 
-ALL_RUNS = [*VARIANTS, *BASELINES, "complete"]
+ALL_RUNS = [*VARIANTS, *REPORT_BASELINES]
 
 
 rule aggregate:
@@ -8,32 +8,37 @@ rule aggregate:
         lambda wc: eval_csvs(wc.dataset, ALL_RUNS),
     output:
         report(
-            multiext("results/{dataset}/tables/missing_patterns", ".md", ".tex", ".csv"),
+            "results/{dataset}/tables/missing_patterns.html",
             caption="../report/missing_patterns.rst",
-            category="Tables",
-            labels=lambda wc: {"dataset": wc.dataset, "table": "missing patterns"},
+            category="{dataset}",
+            subcategory="Tables",
+            labels={"table": "1. missing patterns"},
         ),
         report(
-            multiext("results/{dataset}/tables/missing_rates", ".md", ".tex", ".csv"),
+            "results/{dataset}/tables/missing_rates.html",
             caption="../report/missing_rates.rst",
-            category="Tables",
-            labels=lambda wc: {"dataset": wc.dataset, "table": "missing rates"},
+            category="{dataset}",
+            subcategory="Tables",
+            labels={"table": "2. missing rates"},
         ),
         report(
-            multiext("results/{dataset}/tables/ablation", ".md", ".tex", ".csv"),
+            "results/{dataset}/tables/ablation.html",
             caption="../report/ablation.rst",
-            category="Tables",
-            labels=lambda wc: {"dataset": wc.dataset, "table": "ablation"},
+            category="{dataset}",
+            subcategory="Tables",
+            labels={"table": "3. ablation"},
         ),
+        [f"results/{{dataset}}/tables/{table}.{ext}" for table in TABLES for ext in TABLE_FORMATS if ext != "html"],
         "results/{dataset}/tables/all_metrics.csv",
+        "results/{dataset}/tables/seeds.csv",
     params:
-        peers=peers_args,
+        shown=report_args,
         ablation=" ".join(ABLATION),
     log:
         "results/{dataset}/logs/aggregate.log",
     localrule: True
     shell:
-        "rohydr aggregate --dataset {wildcards.dataset} --eval {input} {params.peers}"
+        "rohydr aggregate --dataset {wildcards.dataset} --eval {input} {params.shown}"
         " --ablation {params.ablation} --out-dir results/{wildcards.dataset}/tables > {log} 2>&1"
 
 
@@ -45,29 +50,32 @@ rule plots:
         report(
             "results/{dataset}/figures/mr_curves.png",
             caption="../report/mr_curves.rst",
-            category="Figures",
-            labels=lambda wc: {"dataset": wc.dataset, "figure": "missing rate"},
+            category="{dataset}",
+            subcategory="Figures",
+            labels={"figure": "1. accuracy vs missing rate"},
         ),
-        "results/{dataset}/figures/mr_curves.pdf",
-        report(
-            "results/{dataset}/figures/training_curves.png",
-            caption="../report/training_curves.rst",
-            category="Figures",
-            labels=lambda wc: {"dataset": wc.dataset, "figure": "training curves"},
-        ),
-        "results/{dataset}/figures/training_curves.pdf",
         report(
             "results/{dataset}/figures/recovery_quality.png",
             caption="../report/recovery_quality.rst",
-            category="Figures",
-            labels=lambda wc: {"dataset": wc.dataset, "figure": "recovery quality"},
+            category="{dataset}",
+            subcategory="Figures",
+            labels={"figure": "2. recovery quality"},
         ),
-        "results/{dataset}/figures/recovery_quality.pdf",
+        report(
+            "results/{dataset}/figures/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="{dataset}",
+            subcategory="Figures",
+            labels={"figure": "3. training curves"},
+        ),
+        [f"results/{{dataset}}/figures/{figure}.pdf" for figure in FIGURES],
+    params:
+        shown=report_args,
     log:
         "results/{dataset}/logs/plots.log",
     localrule: True
     shell:
-        "rohydr plots --dataset {wildcards.dataset} --eval {input.scores} --train-logs {input.logs}"
+        "rohydr plots --dataset {wildcards.dataset} --eval {input.scores} --train-logs {input.logs} {params.shown}"
         " --out-dir results/{wildcards.dataset}/figures > {log} 2>&1"
 
 
@@ -84,7 +92,7 @@ for _run in [*TRAINED, "complete"]:
 
 rule ablation:
     input:
-        [f"results/{dataset}/tables/ablation.{ext}" for dataset in RUN_DATASETS for ext in ("md", "tex", "csv")],
+        [f"results/{dataset}/tables/ablation.{ext}" for dataset in RUN_DATASETS for ext in TABLE_FORMATS],
     localrule: True
 
 

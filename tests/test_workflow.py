@@ -179,9 +179,9 @@ def test_job_logs_hold_plain_progress_lines(full_run):
 SLURM_ENV = {"ROHYDR_SLURM_ACCOUNT": os.environ.get("ROHYDR_SLURM_ACCOUNT", "rohydr"),
              "ROHYDR_CPU_PARTITION": os.environ.get("ROHYDR_CPU_PARTITION", "cpu"),
              "ROHYDR_GPU_PARTITION": os.environ.get("ROHYDR_GPU_PARTITION", "gpu")}
-# The cluster profile, the overlay for a node without GPUs, and a first status check after 10 s.
+# The cluster profile, the overlay for a node without GPUs, and a first status check after 5 s.
 SLURM_ARGS = ("--profile", REPO / "workflow/profiles/slurm", "--profile", REPO / "workflow/profiles/slurm-nogpu",
-              "--slurm-init-seconds-before-status-checks", 10)
+              "--slurm-init-seconds-before-status-checks", 5)
 needs_slurm = pytest.mark.skipif(shutil.which("sbatch") is None,
                                  reason="no SLURM here (sbatch not on PATH); .ci/run starts a one-node one")
 

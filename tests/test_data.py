@@ -377,6 +377,7 @@ def test_convert_with_a_tiny_local_bert(tmp_path, monkeypatch, capsys):
         del split["text"]
     write_pickle(data, tmp_path / "ids.pkl")
     monkeypatch.setenv("ROHYDR_BERT_DIR", str(tmp_path / "tiny-bert"))
+    capsys.readouterr()  # save_pretrained's own bar
     report = convert(tmp_path / "ids.pkl", tmp_path / "bert.h5", text_encoder="bert")
     assert report["dims"]["text"] == 16
     progress = capsys.readouterr().err  # stderr is no terminal here: plain lines, one per split

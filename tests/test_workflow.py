@@ -230,11 +230,12 @@ def cancel_first_running(rule: str, wait_s: float = 240) -> str | None:
 def test_a_cancelled_slurm_job_ends_the_run_and_a_rerun_finishes(full_run, slurm_run):
     folder, _ = slurm_run
     target = "results/synthetic/no_diffusion/seed1/eval.csv"
+    shutil.rmtree(folder / "results/synthetic/no_diffusion/seed1")  # to train and evaluate again
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(folder),
                target, *map(str, SLURM_ARGS), "--configfile", str(CONFIG), str(FAST)]
     started = time.monotonic()
-    run = subprocess.Popen([*command, "--forcerun", "train"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           text=True, env={**tool_env(), **SLURM_ENV})
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           env={**tool_env(), **SLURM_ENV})
     cancelled = cancel_first_running("train")
     output, _ = run.communicate(timeout=300)
     assert cancelled is not None, output[-3000:]

@@ -6,3 +6,7 @@ __version__ = "0.1.0"
 MODALITIES = ("l", "a", "v")
 MODALITY_KEYS = {"l": "text", "a": "audio", "v": "vision"}
 SPLITS = ("train", "valid", "test")
+
+# nominal missing rate -> (fraction of samples missing two modalities, fraction missing one); IMDer's protocol.
+MR_FRACTIONS = {0.1: (0.1, 0.1), 0.2: (0.2, 0.2), 0.3: (0.3, 0.3), 0.4: (0.5, 0.2), 0.5: (0.7, 0.1),
+                0.6: (0.9, 0.0), 0.7: (1.0, 0.0)}

@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check an MMSA pickle without executing code; JSON report")
     p.add_argument("pickle")
     p.add_argument("--report", help="write the JSON report here (default: stdout)")
+    p.add_argument("--min-length", type=int, default=1,
+                   help="shortest sequence length accepted (the models' extractor kernel)")
 
     p = sub.add_parser("convert", help="validate an MMSA pickle and convert it to HDF5")
     p.add_argument("pickle")

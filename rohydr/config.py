@@ -1,115 +1,147 @@
 """Hyper-parameters: the presets of method.md, small presets for CPU runs, and overrides.
 
 A run configuration is a nested dict with two sections, `model` and `train`. It is built from a
-preset and any number of override dicts (deep-merged in order) and checked against the dataclasses
-below, so that a misspelled key fails loudly instead of being ignored.
+preset and any number of override dicts (deep-merged in order) and checked against the typed models
+below (pydantic, strict): a misspelled key, a value of the wrong type ("false" for a boolean, "0.002"
+for a number) or out of range (a dropout of 1.5, 0 epochs) fails loudly instead of being ignored.
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rohydr import MR_FRACTIONS
+
+class _Section(BaseModel):
+    # strict: "false" is not a boolean, "0.002" is not a number, 2.0 is not a count; ints pass as floats
+    model_config = ConfigDict(strict=True, extra="forbid", validate_assignment=True)
+
+    def to_dict(self) -> dict:
+        return self.model_dump()
 
 
-@dataclass
-class DiTConfig:
-    hidden: int = 64
-    depth: int = 6
-    heads: int = 16
-    mlp_ratio: float = 4.0
+def _heads_divide(section, width: str):
+    if getattr(section, width) % section.heads:
+        raise ValueError(f"{width} {getattr(section, width)} is not divisible by heads {section.heads}")
+    return section
 
 
-@dataclass
-class DiffusionConfig:
-    train_steps: int = 1000
-    beta_start: float = 1e-4
-    beta_end: float = 0.02
-    sampler_steps: int = 50  # DDIM steps at evaluation
-    train_sampler_steps: int = 10  # DDIM steps inside training (the reference uses 50; see FAITHFUL)
+class DiTConfig(_Section):
+    hidden: int = Field(64, ge=1)
+    depth: int = Field(6, ge=1)
+    heads: int = Field(16, ge=1)
+    mlp_ratio: float = Field(4.0, gt=0)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self):
+        return _heads_divide(self, "hidden")
+
+
+class DiffusionConfig(_Section):
+    train_steps: int = Field(1000, ge=1)
+    beta_start: float = Field(1e-4, gt=0, lt=1)
+    beta_end: float = Field(0.02, gt=0, lt=1)
+    sampler_steps: int = Field(50, ge=1)  # DDIM steps at evaluation
+    train_sampler_steps: int = Field(10, ge=1)  # DDIM steps inside training (the reference uses 50; see FAITHFUL)
     # Clip the sampler's x0 prediction: "data" to the range of the modality's training features
     # (measured when training starts), a number to +-number, None not at all. The reference clips to
     # 1 while the features reach about +-5; without any clip an untrained DiT's first step is
     # amplified by 1/sqrt(alpha_bar_999) ~ 156.
-    clip_x0: float | str | None = "data"
+    clip_x0: Literal["data"] | float | None = "data"
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.beta_start >= self.beta_end:
+            raise ValueError(f"beta_start {self.beta_start} must be below beta_end {self.beta_end}")
+        for name in ("sampler_steps", "train_sampler_steps"):
+            if getattr(self, name) > self.train_steps:
+                raise ValueError(f"{name} {getattr(self, name)} exceeds train_steps {self.train_steps}")
+        if isinstance(self.clip_x0, float) and self.clip_x0 <= 0:
+            raise ValueError(f"clip_x0 = {self.clip_x0}; expected \"data\", a positive number or null")
+        return self
 
 
-@dataclass
-class ModelConfig:
-    d: int = 32  # width of every extracted modality sequence
-    heads: int = 8
-    nlevels: int = 4
-    memory_min_layers: int = 3
-    extractor_kernel: int = 3
-    text_dropout: float = 0.5
-    attn_dropout: float = 0.5
-    attn_dropout_a: float = 0.5
-    attn_dropout_v: float = 0.5
-    relu_dropout: float = 0.5
-    res_dropout: float = 0.5
-    embed_dropout: float = 0.5
-    output_dropout: float = 0.5
+class ModelConfig(_Section):
+    d: int = Field(32, ge=1)  # width of every extracted modality sequence
+    heads: int = Field(8, ge=1)
+    nlevels: int = Field(4, ge=1)
+    memory_min_layers: int = Field(3, ge=1)
+    extractor_kernel: int = Field(3, ge=1)
+    text_dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    attn_dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    attn_dropout_a: float = Field(0.5, ge=0.0, lt=1.0)
+    attn_dropout_v: float = Field(0.5, ge=0.0, lt=1.0)
+    relu_dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    res_dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    embed_dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    output_dropout: float = Field(0.5, ge=0.0, lt=1.0)
     causal_attention: bool = True  # MulT's attn_mask: each step attends to past steps only
-    dit: DiTConfig = field(default_factory=DiTConfig)
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-    ur_blocks: int = 20
-    ur_reduction: int = 16
-    mr_hidden1: int = 80
-    mr_hidden2: int = 96
-    mr_dropout: float = 0.4
-    disc_hidden1: int = 128
-    disc_hidden2: int = 64
+    dit: DiTConfig = Field(default_factory=DiTConfig)
+    diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
+    ur_blocks: int = Field(20, ge=1)
+    ur_reduction: int = Field(16, ge=1)
+    mr_hidden1: int = Field(80, ge=1)
+    mr_hidden2: int = Field(96, ge=1)
+    mr_dropout: float = Field(0.4, ge=0.0, lt=1.0)
+    disc_hidden1: int = Field(128, ge=1)
+    disc_hidden2: int = Field(64, ge=1)
     # switches used by the ablations (faithful defaults)
     use_diffusion: bool = True
     use_unimodal_reconstructor: bool = True
     use_multimodal_reconstructor: bool = True
     use_adversarial: bool = True
     grad_through_sampler: bool = False  # the reference backpropagates through the chain (see FAITHFUL)
-    recovery: str = "generative"  # "generative" | "zero_fill" (baseline: missing features set to 0)
+    recovery: Literal["generative", "zero_fill"] = "generative"  # zero_fill: missing features set to 0
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self):
+        return _heads_divide(self, "d")
 
 
-@dataclass
-class PretrainConfig:
-    lr: float = 0.002
-    batch_size: int = 32
-    max_epochs: int = 100
-    early_stop: int = 10
-    grad_clip: float = 0.6
+class PretrainConfig(_Section):
+    lr: float = Field(0.002, gt=0)
+    batch_size: int = Field(32, ge=1)
+    max_epochs: int = Field(100, ge=1)
+    early_stop: int = Field(10, ge=1)
+    grad_clip: float = Field(0.6, gt=0)
 
 
-@dataclass
-class TrainConfig:
-    schedule: str = "multistage"  # "multistage" | "joint" | "sequential"
-    batch_size: int = 32
-    lr: float = 0.002
-    weight_decay: float = 0.0
-    disc_lr: float = 0.002
-    disc_weight_decay: float = 1e-5
-    lambda_g: float = 1.0
-    lambda_al: float = 0.5
-    lambda_c: float = 0.4
-    grad_clip: float = 0.6
-    plateau_factor: float = 0.5
-    plateau_patience: int = 24
-    early_stop: int = 20
-    max_epochs: int = 200
+class TrainConfig(_Section):
+    schedule: Literal["multistage", "joint", "sequential"] = "multistage"
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(0.002, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    disc_lr: float = Field(0.002, gt=0)
+    disc_weight_decay: float = Field(1e-5, ge=0)
+    lambda_g: float = Field(1.0, ge=0)
+    lambda_al: float = Field(0.5, ge=0)
+    lambda_c: float = Field(0.4, ge=0)
+    grad_clip: float = Field(0.6, gt=0)
+    plateau_factor: float = Field(0.5, gt=0, lt=1)
+    plateau_patience: int = Field(24, ge=0)
+    early_stop: int = Field(20, ge=1)
+    max_epochs: int = Field(200, ge=1)
     freeze_extractor: bool = True
     train_mr: float = 0.7
-    missing_draw: str = "per_sample"  # "per_sample" | "per_batch" (the reference's draw)
+    missing_draw: Literal["per_sample", "per_batch"] = "per_sample"  # per_batch: the reference's draw
     reuse_forward: bool = True  # one forward shared by the three stages of a batch (reference: one each)
-    sequential_epochs: int = 0  # max epochs of each stage under the sequential schedule (0: max_epochs)
+    sequential_epochs: int = Field(0, ge=0)  # max epochs of each stage under the sequential schedule (0: max_epochs)
+
+    @model_validator(mode="after")
+    def _known_missing_rate(self):
+        if not any(abs(self.train_mr - mr) < 1e-9 for mr in MR_FRACTIONS):
+            raise ValueError(f"train_mr = {self.train_mr}; expected one of {', '.join(map(str, MR_FRACTIONS))}")
+        return self
 
 
-@dataclass
-class RunConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+class RunConfig(_Section):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
 
 # The reference's computation, where the defaults compute something faster (measured in the README's
@@ -120,7 +152,7 @@ FAITHFUL: dict[str, Any] = {
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # method.md's MOSI hyper-parameters are the dataclass defaults.
+    # method.md's MOSI hyper-parameters are the defaults above.
     "mosi": {},
     "mosei": {
         "model": {"nlevels": 6, "heads": 4, "mr_hidden1": 128, "mr_hidden2": 64, "mr_dropout": 0.2,
@@ -163,19 +195,18 @@ def deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
-def _build(cls, values: dict, where: str):
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in {where}; expected some of {sorted(known)}")
-    kwargs = {}
-    for name, value in values.items():
-        default = known[name].default_factory() if known[name].default_factory is not dataclasses.MISSING else None
-        if dataclasses.is_dataclass(default):
-            kwargs[name] = _build(type(default), value, f"{where}.{name}")
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)
+def _describe(error: ValidationError) -> str:
+    """One line per problem: the key's dotted path, the value found and what was expected."""
+    lines = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem["loc"] if not str(part).startswith(("literal[", "float")))
+        if problem["type"] == "extra_forbidden":
+            lines.append(f"{where}: unknown key (misspelled?)")
+            continue
+        found = "" if problem["type"] in ("missing", "value_error") else f" = {problem['input']!r}"
+        message = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"{where or 'run config'}{found}: {message}")
+    return "; ".join(dict.fromkeys(lines))
 
 
 def build_run_config(preset: str = "mosi", *overrides: dict) -> RunConfig:
@@ -185,30 +216,15 @@ def build_run_config(preset: str = "mosi", *overrides: dict) -> RunConfig:
     values: dict = {}
     for layer in (PRESETS[preset], *overrides):
         values = deep_merge(values, layer)
-    config = _build(RunConfig, values, "run config")
-    _check_choices(config)
-    return config
-
-
-def _check_choices(config: RunConfig) -> None:
-    choices = {
-        ("train", "schedule"): ("multistage", "joint", "sequential"),
-        ("train", "missing_draw"): ("per_sample", "per_batch"),
-        ("model", "recovery"): ("generative", "zero_fill"),
-    }
-    clip = config.model.diffusion.clip_x0
-    if not (clip is None or clip == "data" or (isinstance(clip, (int, float)) and clip > 0)):
-        raise ValueError(f"model.diffusion.clip_x0 = {clip!r}; expected \"data\", a positive number or null")
-    for (section, name), allowed in choices.items():
-        value = getattr(getattr(config, section), name)
-        if value not in allowed:
-            raise ValueError(f"{section}.{name} = {value!r}; expected one of {allowed}")
+    return run_config_from_dict(values)
 
 
 def run_config_from_dict(values: dict) -> RunConfig:
-    config = _build(RunConfig, values, "run config")
-    _check_choices(config)
-    return config
+    """A RunConfig from nested dicts; ValueError naming every bad key (type, range, unknown name)."""
+    try:
+        return RunConfig.model_validate(values)
+    except ValidationError as error:
+        raise ValueError(_describe(error)) from None
 
 
 def load_run_config(path: str | Path) -> RunConfig:

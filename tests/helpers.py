@@ -18,6 +18,19 @@ def run_cli(*args, cwd=None, check=True, timeout=600) -> subprocess.CompletedPro
     return result
 
 
+def snakemake(*args, cwd: Path, check=True, env_extra=None, timeout=1500) -> subprocess.CompletedProcess:
+    """The workflow of this checkout, run in `cwd`."""
+    env = tool_env()
+    for name, value in (env_extra or {}).items():  # None: unset
+        env.pop(name, None) if value is None else env.__setitem__(name, value)
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+                             "--directory", str(cwd), *map(str, args)],
+                            capture_output=True, text=True, env=env, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(map(str, args))} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
 def tool_env() -> dict:
     """The environment with this interpreter's bin/ first, so `rohydr` and `snakemake` are found."""
     env = dict(os.environ)

@@ -245,6 +245,33 @@ def _text_bert_is_features(d):
         split["text_bert"] = split["text"]
 
 
+def _complex_audio(d):
+    d["train"]["audio"] = d["train"]["audio"].astype(np.complex64)
+
+
+def _bool_vision(d):
+    d["valid"]["vision"] = d["valid"]["vision"] > 0
+
+
+def _bool_labels(d):
+    d["test"]["regression_labels"] = d["test"]["regression_labels"] > 0
+
+
+def _float32_overflow(d):
+    labels = d["train"]["regression_labels"].astype(np.float64)
+    labels[4] = 1e39
+    d["train"]["regression_labels"] = labels
+
+
+def _empty_split(d):
+    d["test"] = {key: value[:0] for key, value in d["test"].items()}
+
+
+def _text_bert_shorter(d):
+    for split in d.values():
+        split["text_bert"] = split["text_bert"][:, :, :-2]
+
+
 BAD_DATA = {
     "missing split": (_missing_split, ["lacks split", "valid"]),
     "missing key": (_missing_key, ["'test'", "vision"]),
@@ -254,6 +281,12 @@ BAD_DATA = {
     "duplicate ids": (_duplicate_ids, ["'train'", "'id'", "duplicate"]),
     "text holds ids": (_text_is_token_ids, ["'text'", "token ids", "text_bert"]),
     "text_bert holds features": (_text_bert_is_features, ["'text_bert'", "(N, 3, L)", "belong under 'text'"]),
+    "complex features": (_complex_audio, ["'train'", "'audio'", "complex64"]),
+    "bool features": (_bool_vision, ["'valid'", "'vision'", "bool"]),
+    "bool labels": (_bool_labels, ["'test'", "regression_labels", "bool"]),
+    "label beyond float32": (_float32_overflow, ["'train'", "regression_labels", "float32's range"]),
+    "split with 0 rows": (_empty_split, ["'test'", "0 samples"]),
+    "text_bert not aligned with text": (_text_bert_shorter, ["'text_bert'", "length 10", "'text' has length 12"]),
 }
 
 
@@ -413,11 +446,19 @@ def test_feature_store_errors_name_the_file_and_key(tmp_path, pkl):
         FeatureStore(out)
 
 
-def test_feature_store_refuses_unaligned_data(tmp_path, data):
+def test_unaligned_data_is_refused_at_validation_and_by_the_feature_store(tmp_path, data):
+    aligned = tmp_path / "aligned.pkl"
+    write_pickle(data, aligned)
+    convert(aligned, tmp_path / "u.h5")
     for split in data.values():
         split["audio"] = np.concatenate([split["audio"], split["audio"]], axis=1)  # L_a = 2 L
     write_pickle(data, tmp_path / "unaligned.pkl")
-    convert(tmp_path / "unaligned.pkl", tmp_path / "u.h5")
+    with pytest.raises(RohydrError, match="word-aligned data is required"):
+        validate_file(tmp_path / "unaligned.pkl")
+    with h5py.File(tmp_path / "u.h5", "a") as h5:  # a file made otherwise: the reader refuses it too
+        for split in data:
+            del h5[f"{split}/audio"]
+            h5[f"{split}/audio"] = data[split]["audio"].clip(-1e3, 1e3).astype(np.float32)
     with FeatureStore(tmp_path / "u.h5") as store:
         assert store.dims == (768, 5, 20)
         with pytest.raises(RohydrError, match="unaligned"):

@@ -102,8 +102,8 @@ def test_same_seed_same_masks_and_files(tmp_path):
     for split in ("valid", "test"):
         for name in CONDITIONS:
             assert np.array_equal(first[split][name], second[split][name])
-    write_masks(tmp_path / "a.h5", first, 7, "features.h5")
-    write_masks(tmp_path / "b.h5", second, 7, "features.h5")
+    write_masks(tmp_path / "a.h5", first, 7, "features.h5", "0" * 64)
+    write_masks(tmp_path / "b.h5", second, 7, "features.h5", "0" * 64)
     assert (tmp_path / "a.h5").read_bytes() == (tmp_path / "b.h5").read_bytes()
 
 
@@ -154,7 +154,7 @@ def test_cli_reports_missing_labels(tmp_path):
 
 def test_load_rejects_malformed_files(tmp_path):
     path = tmp_path / "masks.h5"
-    write_masks(path, make_masks(SIZES, seed=0), 0, "x")
+    write_masks(path, make_masks(SIZES, seed=0), 0, "x", "0" * 64)
     with pytest.raises(RohydrError, match="split 'train'"):
         load_masks(path, "train")
     with h5py.File(path, "a") as h5:

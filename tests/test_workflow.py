@@ -14,22 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import REPO, tool_env
+from helpers import REPO, snakemake, tool_env
 
 CONFIG = REPO / "config" / "config.yaml"
 FAST = REPO / "config" / "fast.yaml"
-
-
-def snakemake(*args, cwd: Path, check=True, env_extra=None, timeout=1500) -> subprocess.CompletedProcess:
-    env = tool_env()
-    for name, value in (env_extra or {}).items():  # None: unset
-        env.pop(name, None) if value is None else env.__setitem__(name, value)
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-                             "--directory", str(cwd), *map(str, args)],
-                            capture_output=True, text=True, env=env, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(map(str, args))} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
-    return result
 
 
 def job_counts(output: str) -> dict[str, int]:

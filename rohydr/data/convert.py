@@ -4,8 +4,9 @@ Layout (read by rohydr.data.dataset.FeatureStore):
   /{train,valid,test}/text, /audio, /vision  float32 (N, L, d), non-finite values replaced by 0,
                                              attribute `nonfinite_replaced` (count)
   /{split}/labels     float32 (N,)           regression labels, as in the pickle (not clipped)
-  /{split}/ids        UTF-8 strings (N,)     "<video>$_$<clip>" (or "<split>-<index>" when absent)
+  /{split}/ids        UTF-8 bytes (N,)       "<video>$_$<clip>" (or "<split>-<index>" when absent)
   /{split}/text_mask  uint8 (N, L)           attention mask of `text_bert`, when the pickle has it
+  every dataset carries a Fletcher-32 checksum (a damaged chunk fails to read)
   file attributes: source_path, source_sha256, recognised_as ("" if unknown), dims [dl, da, dv],
   lengths [Ll, La, Lv], converter_version, text_encoder ("features" | "bert"), validation_report (JSON)
 """
@@ -20,9 +21,9 @@ import h5py
 import numpy as np
 
 from rohydr import SPLITS, __version__
-from rohydr.data.validate import FEATURE_KEYS, LABEL_KEY, report_json, validate_file
+from rohydr.data.validate import FEATURE_KEYS, LABEL_KEY, id_strings, report_json, validate_file
 from rohydr.errors import RohydrError
-from rohydr.io import atomic_path, write_text_atomic
+from rohydr.io import atomic_path, ensure_free_space, write_text_atomic
 from rohydr.progress import progress
 
 WRITE_ROWS = 2048  # rows cast and written at once: bounds the extra memory to one block
@@ -44,7 +45,7 @@ def _float32_block(block: np.ndarray) -> tuple[np.ndarray, int]:
 def _write_features(group: h5py.Group, name: str, array: np.ndarray) -> int:
     n, length, d = array.shape
     dataset = group.create_dataset(name, shape=(n, length, d), dtype=np.float32,
-                                   chunks=(max(1, min(n, 64)), length, d))
+                                   chunks=(max(1, min(n, 64)), length, d), fletcher32=True)
     replaced = 0
     for start in range(0, n, WRITE_ROWS):
         block, count = _float32_block(array[start:start + WRITE_ROWS])
@@ -57,7 +58,7 @@ def _write_features(group: h5py.Group, name: str, array: np.ndarray) -> int:
 def _ids(content: dict, split: str, n: int) -> list[str]:
     if "id" not in content:
         return [f"{split}-{i}" for i in range(n)]
-    return [str(i) for i in np.asarray(content["id"], dtype=object).reshape(-1)]
+    return id_strings(content["id"])
 
 
 class BertEncoder:
@@ -122,7 +123,7 @@ def _write_bert_text(group: h5py.Group, text_bert: np.ndarray, encoder: BertEnco
     n, _, length = text_bert.shape
     d = encoder.hidden_size
     dataset = group.create_dataset("text", shape=(n, length, d), dtype=np.float32,
-                                   chunks=(max(1, min(n, 64)), length, d))
+                                   chunks=(max(1, min(n, 64)), length, d), fletcher32=True)
     replaced = 0
     for start in progress(range(0, n, BERT_BATCH), f"BERT {group.name.strip('/')} batches"):
         block, count = _float32_block(encoder.encode(text_bert[start:start + BERT_BATCH]))
@@ -141,10 +142,13 @@ def _write_split(h5: h5py.File, split: str, content: dict, encoder: BertEncoder 
     for key in FEATURE_KEYS[1:]:
         _write_features(group, key, content[key])
     labels = np.asarray(content[LABEL_KEY], dtype=np.float32).reshape(-1)
-    group.create_dataset("labels", data=labels)
-    group.create_dataset("ids", data=_ids(content, split, len(labels)), dtype=h5py.string_dtype())
+    group.create_dataset("labels", data=labels, fletcher32=True)
+    # fixed-length UTF-8 bytes: HDF5 filters (the checksum) do not apply to variable-length strings
+    ids = np.array([i.encode("utf-8") for i in _ids(content, split, len(labels))])
+    group.create_dataset("ids", data=ids, fletcher32=True)
     if "text_bert" in content:
-        group.create_dataset("text_mask", data=np.asarray(content["text_bert"][:, 1] > 0, dtype=np.uint8))
+        group.create_dataset("text_mask", data=np.asarray(content["text_bert"][:, 1] > 0, dtype=np.uint8),
+                             fletcher32=True)
 
 
 def _check_encoder_fits(report: dict, text_encoder: str, path) -> None:
@@ -155,6 +159,13 @@ def _check_encoder_fits(report: dict, text_encoder: str, path) -> None:
     if text_encoder == "bert" and source == "text":
         raise RohydrError(f"{path} has no 'text_bert' (token ids) for --text-encoder bert; "
                           "its 'text' key already holds features: use --text-encoder features")
+
+
+def _expected_size(report: dict, dims: list[int], lengths: list[int]) -> int:
+    """Bytes of the HDF5 file, generously: float32 features, labels, ids, masks and metadata."""
+    rows = sum(split["n"] for split in report["splits"].values())
+    per_row = 4 * sum(d * length for d, length in zip(dims, lengths)) + 4 + 256 + lengths[0]
+    return int(1.05 * rows * per_row) + (1 << 20)
 
 
 def convert(pkl_path, out_h5, text_encoder: str = "features", bert_dir=None, report_path=None) -> dict:
@@ -172,6 +183,7 @@ def convert(pkl_path, out_h5, text_encoder: str = "features", bert_dir=None, rep
         report["lengths"]["text"] = int(data["train"]["text_bert"].shape[2])
     lengths = [report["lengths"][key] for key in FEATURE_KEYS]
     dims = [report["dims"][key] for key in FEATURE_KEYS]
+    ensure_free_space(out_h5, _expected_size(report, dims, lengths))
     with atomic_path(out_h5) as tmp:
         with h5py.File(tmp, "w") as h5:
             for split in SPLITS:

@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from rohydr import SPLITS
 from rohydr.errors import RohydrError
+from rohydr.io import read_hdf5
 
 FEATURE_KEYS = ("text", "audio", "vision")
 Features = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -113,20 +114,17 @@ class FeatureStore:
             self._cache[name] = self._load(name)
         return self._cache[name]
 
-    def _load(self, split: str) -> SplitTensors:
-        try:
-            return self._read(split)
-        except OSError as error:
-            raise RohydrError(f"cannot read split '{split}' of feature file {self.path} ({error})") from None
+    def _array(self, split: str, key: str) -> np.ndarray:
+        return read_hdf5(self._dataset(split, key), self.path)
 
-    def _read(self, split: str) -> SplitTensors:
-        text, audio, vision = (torch.from_numpy(self._dataset(split, key)[()].astype(np.float32, copy=False))
+    def _load(self, split: str) -> SplitTensors:
+        text, audio, vision = (torch.from_numpy(self._array(split, key).astype(np.float32, copy=False))
                                for key in FEATURE_KEYS)
-        labels = torch.from_numpy(self._dataset(split, "labels")[()].astype(np.float32, copy=False))
-        ids = list(self._dataset(split, "ids").asstr()[()])
+        labels = torch.from_numpy(self._array(split, "labels").astype(np.float32, copy=False))
+        ids = [i.decode("utf-8") if isinstance(i, bytes) else i for i in self._array(split, "ids").tolist()]
         mask = None
         if f"{split}/text_mask" in self._h5:
-            mask = torch.from_numpy(self._dataset(split, "text_mask")[()])
+            mask = torch.from_numpy(self._array(split, "text_mask"))
         sizes = {len(text), len(audio), len(vision), len(labels), len(ids)}
         if len(sizes) != 1:
             raise RohydrError(f"feature file {self.path} split '{split}' has arrays of different lengths "

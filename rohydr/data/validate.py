@@ -9,13 +9,14 @@ import argparse
 import json
 import os
 import sys
+from collections import Counter
 
 import numpy as np
 
 from rohydr import SPLITS
-from rohydr.data.safe_pickle import load_pickle_with_sha256, sha256_file
+from rohydr.data.safe_pickle import load_pickle_with_sha256
 from rohydr.errors import RohydrError
-from rohydr.io import write_text_atomic
+from rohydr.io import sha256_file, write_text_atomic
 
 RELEASED_SHA256 = {
     "d3994fd25681f9c7ad6e9c6596a6fe9b4beb85ff7d478ba978b124139002e5f9": "MOSI aligned_50.pkl",
@@ -38,7 +39,8 @@ def _shape(value) -> tuple | None:
 
 
 def _is_numeric(array: np.ndarray) -> bool:
-    return np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_
+    """Real numbers: integer or floating point. Complex values and booleans are not features or labels."""
+    return array.dtype.kind in "iuf"
 
 
 def nonfinite_counts(array: np.ndarray) -> dict[str, int]:
@@ -98,28 +100,39 @@ class _Checker:
             self._text_mixup(split, content["text"])
         if "text_bert" in content:
             shapes["text_bert"] = self._text_bert(split, content["text_bert"], n)
-        self._ids(split, content, n)
-        return {"n": n, "labels": labels, "shapes": shapes, "keys": set(content)}
+            self._text_bert_fits_text(split, shapes)
+        ids = self._ids(split, content, n)
+        return {"n": n, "labels": labels, "shapes": shapes, "keys": set(content), "ids": ids}
+
+    def _text_bert_fits_text(self, split: str, shapes: dict) -> None:
+        text, bert = shapes.get("text"), shapes.get("text_bert")
+        if text and bert and text[1] != bert[2]:
+            self.error(f"split '{split}' key 'text_bert' has length {bert[2]} but 'text' has length {text[1]}: "
+                       "the token ids must be aligned with the text features (one position per word)")
 
     def _labels(self, split: str, value) -> np.ndarray | None:
-        try:
-            labels = np.asarray(value)
-        except Exception:  # noqa: BLE001 - any object that numpy cannot read is a bad label array
-            labels = None
-        if labels is None or labels.dtype == object or not _is_numeric(labels):
-            self.error(f"split '{split}' key '{LABEL_KEY}' is not a numeric array "
-                       f"(found {type(value).__name__})")
+        labels = _flat_numbers(value) if isinstance(value, (list, tuple)) else value
+        if not isinstance(labels, np.ndarray) or not _is_numeric(labels):
+            found = f"{labels.dtype} array" if isinstance(labels, np.ndarray) else type(value).__name__
+            self.error(f"split '{split}' key '{LABEL_KEY}' is a {found}, expected a real-valued (N,) array")
             return None
         if labels.ndim == 2 and labels.shape[1] == 1:
             labels = labels[:, 0]
         if labels.ndim != 1:
             self.error(f"split '{split}' key '{LABEL_KEY}' has shape {labels.shape}, expected (N,)")
             return None
+        if len(labels) == 0:
+            self.error(f"split '{split}' has 0 samples (key '{LABEL_KEY}' is empty): every split needs at least one")
+            return None
         labels = labels.astype(np.float64)
         bad = int((~np.isfinite(labels)).sum())
         if bad:
             self.error(f"split '{split}' key '{LABEL_KEY}' has {bad} non-finite value(s) "
                        "(NaN or inf labels cannot be trained or scored)")
+        overflow = int((np.abs(labels[np.isfinite(labels)]) > np.finfo(np.float32).max).sum())
+        if overflow:
+            self.error(f"split '{split}' key '{LABEL_KEY}' has {overflow} value(s) beyond float32's range "
+                       f"(|label| > {np.finfo(np.float32).max:.3g}): they would become inf when stored")
         return labels
 
     def _sample_counts(self, split: str, content: dict, n: int) -> None:
@@ -179,19 +192,40 @@ class _Checker:
             return None
         return value.shape if value.shape[0] == n else None
 
-    def _ids(self, split: str, content: dict, n: int) -> None:
+    def _ids(self, split: str, content: dict, n: int) -> set[str]:
         if "id" not in content:
             self.warn(f"split '{split}' has no 'id' key: samples get generated ids '{split}-<index>'")
-            return
-        ids = [str(i) for i in np.asarray(content["id"], dtype=object).reshape(-1)]
-        if len(set(ids)) != len(ids):
-            seen, duplicates = set(), []
-            for i in ids:
-                if i in seen and i not in duplicates:
-                    duplicates.append(i)
-                seen.add(i)
-            self.error(f"split '{split}' key 'id' has {len(ids) - len(set(ids))} duplicate id(s), e.g. "
+            return set()
+        ids = id_strings(content["id"])
+        if ids is None:
+            self.error(f"split '{split}' key 'id' holds something other than strings or numbers: "
+                       "expected one id per sample, e.g. '<video>$_$<clip>'")
+            return set()
+        counts = Counter(ids)
+        duplicates = [i for i, count in counts.items() if count > 1]
+        if duplicates:
+            self.error(f"split '{split}' key 'id' has {len(ids) - len(counts)} duplicate id(s), e.g. "
                        f"{', '.join(repr(d) for d in duplicates[:3])}: ids must be unique within a split")
+        return set(counts)
+
+
+def _flat_numbers(values) -> np.ndarray | None:
+    """A list of real numbers as an array; None for anything nested or non-numeric (a nested list can
+    share one object many times over and expand far beyond the file's size)."""
+    if not all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in values):
+        return None
+    return np.asarray(values, dtype=np.float64)
+
+
+def id_strings(value) -> list[str] | None:
+    """The ids as strings, or None when an id is not a string or a number."""
+    items = value.reshape(-1).tolist() if isinstance(value, np.ndarray) else value
+    if not isinstance(items, (list, tuple)):
+        return None
+    plain = (str, bytes, int, np.integer, np.str_, np.bytes_)
+    if not all(isinstance(item, plain) for item in items):
+        return None
+    return [item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item) for item in items]
 
 
 def _label_stats(labels: np.ndarray) -> dict:
@@ -224,11 +258,12 @@ def _text_source(checker: _Checker, summaries: dict) -> str | None:
     return None
 
 
-def validate_data(data, path, sha256: str | None = None) -> dict:
+def validate_data(data, path, sha256: str | None = None, min_length: int = 1) -> dict:
     """Validate a loaded MMSA dict; return the report or raise RohydrError listing every problem.
 
     `sha256` is the file's digest when the caller already has it (computed while loading);
-    otherwise the file at `path` is hashed here.
+    otherwise the file at `path` is hashed here. `min_length`: the shortest sequence the models can
+    take (their feature extractor's kernel).
     """
     path = os.fspath(path)
     if not isinstance(data, dict):
@@ -255,6 +290,8 @@ def validate_data(data, path, sha256: str | None = None) -> dict:
             bert_length = _agree_across_splits(checker, summaries, "text_bert", 2, "sequence length")
             if report["lengths"]["text"] is None:
                 report["lengths"]["text"] = bert_length
+        _check_lengths(checker, report["lengths"], min_length)
+        _warn_shared_ids(checker, summaries)
     if checker.errors:
         problems = "\n  - ".join(checker.errors)
         raise RohydrError(f"{path} is not a usable MMSA feature pickle:\n  - {problems}")
@@ -264,6 +301,28 @@ def validate_data(data, path, sha256: str | None = None) -> dict:
     for warning in checker.warnings:
         print(f"rohydr: warning: {path}: {warning}", file=sys.stderr)
     return report
+
+
+def _check_lengths(checker: _Checker, lengths: dict, min_length: int) -> None:
+    known = {key: length for key, length in lengths.items() if length is not None}
+    if len(set(known.values())) > 1:
+        found = ", ".join(f"{key} {length}" for key, length in known.items())
+        checker.error(f"sequence lengths differ between modalities ({found}): word-aligned data is required "
+                      "(one length for all modalities, e.g. MMSA's aligned_50.pkl, not unaligned_50.pkl)")
+    short = {key: length for key, length in known.items() if length < min_length}
+    if short:
+        found = ", ".join(f"{key} {length}" for key, length in short.items())
+        checker.error(f"sequence length ({found}) is shorter than the feature extractor's kernel {min_length} "
+                      "(model.extractor_kernel): the models need at least that many steps")
+
+
+def _warn_shared_ids(checker: _Checker, summaries: dict) -> None:
+    for i, first in enumerate(SPLITS):
+        for second in SPLITS[i + 1:]:
+            shared = summaries[first]["ids"] & summaries[second]["ids"]
+            if shared:
+                checker.warn(f"splits '{first}' and '{second}' share {len(shared)} id(s), e.g. "
+                             f"{', '.join(repr(x) for x in sorted(shared)[:3])}: possible leakage between splits")
 
 
 def _fill_statistics(report: dict, data: dict, summaries: dict, checker: _Checker) -> None:
@@ -278,10 +337,14 @@ def _fill_statistics(report: dict, data: dict, summaries: dict, checker: _Checke
         report["nonfinite"][split] = {key: sum(counts.values()) for key, counts in kinds.items()}
 
 
-def validate_file(path) -> tuple[dict, dict]:
+def validate_file(path, min_length: int = 1) -> tuple[dict, dict]:
     """Load `path` once with the restricted unpickler and validate it: (data, report)."""
     data, sha256 = load_pickle_with_sha256(path)
-    return data, validate_data(data, path, sha256=sha256)
+    try:
+        return data, validate_data(data, path, sha256=sha256, min_length=min_length)
+    except MemoryError:
+        raise RohydrError(f"{path}: ran out of memory while validating it (arrays larger than this machine "
+                          "can check?)") from None
 
 
 def report_json(report: dict) -> str:
@@ -289,7 +352,7 @@ def report_json(report: dict) -> str:
 
 
 def cli_validate(args: argparse.Namespace) -> int:
-    _, report = validate_file(args.pickle)
+    _, report = validate_file(args.pickle, min_length=args.min_length)
     if args.report:
         write_text_atomic(args.report, report_json(report))
     else:

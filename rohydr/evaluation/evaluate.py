@@ -7,6 +7,8 @@ sample's own pattern: 14+ conditions cost seven passes.
 """
 from __future__ import annotations
 
+import gzip
+
 import numpy as np
 import pandas as pd
 import torch
@@ -16,7 +18,8 @@ from rohydr.data.dataset import FeatureStore
 from rohydr.evaluation.masks import PATTERNS, load_masks, realized_missing_rate
 from rohydr.evaluation.metrics import score
 from rohydr.evaluation.predict import Predictions, pattern_codes, predict
-from rohydr.io import atomic_path
+from rohydr.errors import NonFiniteError
+from rohydr.io import atomic_path, sha256_file
 from rohydr.progress import progress
 from rohydr.training.checkpoint import check_data_matches, load_model
 from rohydr.training.pretrain import complete_predictions
@@ -76,8 +79,9 @@ def write_predictions(path: str, ids, labels, by_pattern: dict[str, Predictions]
             frame[f"rec_mse_{m}"] = predictions.rec_mse[:, slot]
             frame[f"rec_cos_{m}"] = predictions.rec_cos[:, slot]
         frames.append(frame)
-    with atomic_path(path) as tmp:
-        pd.concat(frames).to_csv(tmp, index=False, compression="gzip", float_format="%.6g")
+    text = pd.concat(frames).to_csv(index=False, float_format="%.6g")
+    with atomic_path(path) as tmp:  # no name and no time in the gzip header: same run, same bytes
+        tmp.write_bytes(gzip.compress(text.encode(), mtime=0))
 
 
 def evaluate(data: str, model_path: str, masks_path: str, seed: int, split_name: str, out: str,
@@ -89,13 +93,19 @@ def evaluate(data: str, model_path: str, masks_path: str, seed: int, split_name:
     with FeatureStore(data) as store:
         check_data_matches(payload, store.dims, store.length, model_path)
         split = store.split(split_name).to(device)
-    masks = load_masks(masks_path, split_name)
+    masks = load_masks(masks_path, split_name, (data, sha256_file(data), len(split)))
     labels = split.labels.cpu().numpy()
     if payload["kind"] == "pretrain":
         by_pattern = complete_only(model, split, device, bf16)
         masks = {"complete": masks["complete"]}
     else:
         by_pattern = predict_patterns(model, split, seed, device, bf16, list(PATTERNS))
+    for pattern, predictions in by_pattern.items():
+        bad = int((~np.isfinite(predictions.y_rec)).sum())
+        if bad:
+            raise NonFiniteError(f"model {model_path}: {bad} of {len(labels)} predictions under condition "
+                                 f"{pattern!r} ({split_name} split) are not finite: nothing is scored "
+                                 "(a diverged or damaged model)")
     rows = [row for condition, avail in masks.items() for row in condition_rows(condition, avail, by_pattern, labels)]
     table = pd.DataFrame(rows, columns=["condition", "metric", "value"])
     write_predictions(predictions_path, split.ids, labels, by_pattern)

@@ -17,9 +17,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from rohydr import MODALITIES, SPLITS
+from rohydr import MODALITIES, MR_FRACTIONS, SPLITS
 from rohydr.errors import RohydrError
-from rohydr.io import atomic_path
+from rohydr.io import atomic_path, ensure_free_space, read_hdf5, sha256_file
 
 PATTERNS: dict[str, tuple[bool, bool, bool]] = {
     "l": (True, False, False),
@@ -32,9 +32,6 @@ PATTERNS: dict[str, tuple[bool, bool, bool]] = {
 }
 MISSING_PATTERNS = ("l", "a", "v", "la", "lv", "av")
 
-# nominal MR -> (fraction of samples with two missing, fraction with one missing); IMDer's protocol.
-MR_FRACTIONS = {0.1: (0.1, 0.1), 0.2: (0.2, 0.2), 0.3: (0.3, 0.3), 0.4: (0.5, 0.2), 0.5: (0.7, 0.1),
-                0.6: (0.9, 0.0), 0.7: (1.0, 0.0)}
 MR_CONDITIONS = tuple(f"mr{mr:.1f}" for mr in MR_FRACTIONS)
 BATCH_MR = 0.7
 BATCH_SIZE = 32  # the reference's MOSI batch size
@@ -158,10 +155,13 @@ def make_masks(sizes: dict[str, int], seed: int) -> dict[str, dict[str, np.ndarr
             for split in MASK_SPLITS}
 
 
-def write_masks(path, masks: dict[str, dict[str, np.ndarray]], seed: int, source: str) -> None:
+def write_masks(path, masks: dict[str, dict[str, np.ndarray]], seed: int, source: str, source_sha256: str) -> None:
+    rows = sum(len(mask) for by_condition in masks.values() for mask in by_condition.values())
+    ensure_free_space(path, 4 * rows + (1 << 20))
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         h5.attrs["seed"] = int(seed)
         h5.attrs["source"] = str(source)
+        h5.attrs["source_sha256"] = source_sha256  # the features.h5 these masks were drawn for
         h5.attrs["modalities"] = ",".join(MODALITIES)
         for split, by_condition in masks.items():
             group = h5.create_group(split)
@@ -169,7 +169,7 @@ def write_masks(path, masks: dict[str, dict[str, np.ndarray]], seed: int, source
             h5.attrs[f"n_{split}"] = n
             group.attrs["n"] = n
             for condition, mask in by_condition.items():
-                data = group.create_dataset(condition, data=np.asarray(mask, dtype=np.uint8))
+                data = group.create_dataset(condition, data=np.asarray(mask, dtype=np.uint8), fletcher32=True)
                 data.attrs["nominal_mr"] = float(NOMINAL_MR.get(condition, np.nan))
                 data.attrs["realized_mr"] = realized_missing_rate(mask)
                 data.attrs["protocol"] = protocol_of(condition)
@@ -184,7 +184,7 @@ def _read_mask(h5: h5py.File, path: str, split: str, condition: str) -> np.ndarr
     if not isinstance(node, h5py.Dataset) or node.ndim != 2 or node.shape[1] != 3:
         shape = getattr(node, "shape", "a group")
         raise RohydrError(f"{where}: found shape {shape}, expected (N, 3) in (l, a, v) order")
-    values = node[()]
+    values = read_hdf5(node, path)
     if not np.isin(values, (0, 1)).all():
         raise RohydrError(f"{where}: found values {np.unique(values)[:5]}, expected 0/1")
     mask = values.astype(bool)
@@ -202,16 +202,30 @@ def _open_h5(path, what: str, hint: str = "") -> h5py.File:
         raise RohydrError(f"{what} {path}: not a readable HDF5 file ({error})") from None
 
 
-def load_masks(path, split: str) -> dict[str, np.ndarray]:
-    """condition -> (N, 3) bool for one split, ordered as CONDITIONS."""
+def load_masks(path, split: str, data=None) -> dict[str, np.ndarray]:
+    """condition -> (N, 3) bool for one split, ordered as CONDITIONS. `data`: (path, SHA-256, N of the
+    split) of the feature file they are used with; masks drawn for another dataset are refused."""
     with _open_h5(path, "masks", " (make it with `rohydr masks`)") as h5:
         if split not in h5 or not isinstance(h5[split], h5py.Group):
             raise RohydrError(f"masks {path}: no split {split!r}; found {sorted(h5)}, expected {list(MASK_SPLITS)}")
         masks = {condition: _read_mask(h5, path, split, condition) for condition in CONDITIONS}
+        source = h5.attrs.get("source_sha256")
     sizes = {len(mask) for mask in masks.values()}
     if len(sizes) != 1:
         raise RohydrError(f"masks {path}: split {split!r} has conditions of different lengths {sorted(sizes)}")
+    if data is not None:
+        _check_masks_fit(path, split, source, sizes.pop(), *data)
     return masks
+
+
+def _check_masks_fit(path, split: str, source, n_masks: int, data_path, data_sha256: str, n_data: int) -> None:
+    if n_masks != n_data:
+        raise RohydrError(f"masks {path}: split {split!r} has {n_masks} rows, but {data_path} has {n_data} "
+                          "samples: these masks were drawn for another dataset (rerun `rohydr masks`)")
+    if source != data_sha256:
+        raise RohydrError(f"masks {path} were drawn for another feature file (content "
+                          f"{str(source)[:12] if source else 'unrecorded'}...), not {data_path} "
+                          f"({data_sha256[:12]}...): rerun `rohydr masks --data {data_path}`")
 
 
 def split_sizes(data) -> dict[str, int]:
@@ -229,7 +243,7 @@ def split_sizes(data) -> dict[str, int]:
 def cli_masks(args) -> int:
     sizes = split_sizes(args.data)
     masks = make_masks(sizes, args.seed)
-    write_masks(args.out, masks, args.seed, str(args.data))
+    write_masks(args.out, masks, args.seed, str(args.data), sha256_file(args.data))
     for split, by_condition in masks.items():
         rates = ", ".join(f"{name} {realized_missing_rate(mask):.3f}" for name, mask in by_condition.items()
                           if name in NOMINAL_MR)

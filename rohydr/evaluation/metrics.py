@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rohydr.errors import NonFiniteError
+
 METRICS = ("acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "acc5", "acc7", "mae", "corr")
 LABELS = {
     "acc2_has0": "Acc-2 (has-0)",
@@ -70,6 +72,9 @@ def score(y_pred, y_true) -> dict[str, float]:
     y_pred, y_true = _as_vector(y_pred), _as_vector(y_true)
     if y_pred.shape != y_true.shape:
         raise ValueError(f"score: {y_pred.size} predictions for {y_true.size} labels")
+    bad = int((~np.isfinite(y_pred)).sum())
+    if bad:
+        raise NonFiniteError(f"{bad} of {y_pred.size} predictions are not finite (NaN or inf): not scored")
     non_zero = y_true != 0
     pred_has0, true_has0 = y_pred >= 0, y_true >= 0
     pred_non0, true_non0 = y_pred[non_zero] > 0, y_true[non_zero] > 0

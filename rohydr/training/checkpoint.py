@@ -1,21 +1,70 @@
 """Checkpoints: written atomically, read with `weights_only=True`, checked against the run they serve."""
 from __future__ import annotations
 
+import hashlib
+import io
 import pickle
+import re
 from pathlib import Path
 
 import torch
 
 from rohydr.config import RunConfig, run_config_from_dict
-from rohydr.errors import RohydrError
+from rohydr.errors import NonFiniteError, RohydrError
 from rohydr.io import atomic_path
 
-FORMAT = "rohydr-checkpoint-1"
+FORMAT = "rohydr-checkpoint-2"  # 2: with a digest of the whole payload
+REQUIRED_KEYS = {
+    "pretrain": ("run_config", "dims", "length", "state_dict", "seed"),
+    "train": ("run_config", "dims", "length", "state_dict", "seed", "stage"),
+    "resume": ("fingerprint", "epoch", "model", "optimizers", "rows", "best_weights"),
+}
+
+
+def payload_digest(payload) -> str:
+    """SHA-256 over a checkpoint's content: every tensor's dtype, shape and bytes, and every other value,
+    walked in a fixed order (so a flipped byte anywhere in the data is seen on loading)."""
+    digest = hashlib.sha256()
+
+    def feed(value) -> None:
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous()
+            digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            digest.update(f"D{len(value)}".encode())
+            for key in sorted(value, key=repr):
+                digest.update(repr(key).encode())
+                feed(value[key])
+        elif isinstance(value, (list, tuple)):
+            digest.update(f"L{len(value)}".encode())
+            for item in value:
+                feed(item)
+        else:
+            digest.update(f"V{value!r}".encode())
+
+    feed(payload)
+    return digest.hexdigest()
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> None:
+    content = {"format": FORMAT, **payload}
+    buffer = io.BytesIO()  # serialized first, so that a full disk is an OSError with its reason
+    torch.save({**content, "digest": payload_digest(content)}, buffer)
     with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, **payload}, tmp)
+        tmp.write_bytes(buffer.getbuffer())
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _refused_global(error: Exception) -> str | None:
+    """The global torch's weights-only loader refused, if that is why it failed (its own message
+    advises weights_only=False, which this project never does)."""
+    found = re.search(r"GLOBAL\s+([\w.]+)", str(error))
+    return found.group(1) if found else None
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
@@ -24,13 +73,39 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise RohydrError(f"checkpoint {path} does not exist")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise RohydrError(f"checkpoint {path} is corrupt or not a rohydr checkpoint ({first_line})") from None
+    except pickle.UnpicklingError as error:
+        refused = _refused_global(error)
+        if refused:
+            raise RohydrError(f"checkpoint {path} is refused: it names the global {refused!r}, which a "
+                              "weights-only load does not admit (not a rohydr checkpoint, or altered)") from None
+        raise RohydrError(f"checkpoint {path} is corrupt or not a rohydr checkpoint (not a torch file "
+                          "of tensors and plain values)") from None
+    except Exception as error:  # noqa: BLE001 - torch reports a damaged or foreign file in many ways
+        raise RohydrError(f"checkpoint {path} is corrupt or not a rohydr checkpoint "
+                          f"({type(error).__name__}: {_first_line(error)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise RohydrError(f"checkpoint {path}: expected format {FORMAT!r}, found {found!r}")
+        raise RohydrError(f"checkpoint {path}: expected format {FORMAT!r}, found {found!r}"
+                          + (" (written by an older rohydr: train it again)" if found == "rohydr-checkpoint-1" else ""))
+    _check_content(payload, path)
     return payload
+
+
+def _check_content(payload: dict, path: Path) -> None:
+    stored = payload.pop("digest", None)
+    if stored != payload_digest(payload):
+        raise RohydrError(f"checkpoint {path} is damaged: its content does not match the digest written with it "
+                          "(a changed byte?); train it again")
+    kind = payload.get("kind")
+    if kind not in REQUIRED_KEYS:
+        raise RohydrError(f"checkpoint {path}: unknown kind {kind!r}; expected one of {sorted(REQUIRED_KEYS)}")
+    missing = [key for key in REQUIRED_KEYS[kind] if key not in payload]
+    if missing:
+        raise RohydrError(f"checkpoint {path} ({kind}) lacks key(s) {missing}")
+    for name, tensor in payload.get("state_dict", {}).items():  # (an infinite buffer can mean "unset")
+        if tensor.is_floating_point() and torch.isnan(tensor).any():
+            raise NonFiniteError(f"checkpoint {path}: weight {name!r} holds {int(torch.isnan(tensor).sum())} "
+                                 "NaN value(s) (a diverged training?)")
 
 
 def build_model(run_config: RunConfig, dims, length: int):

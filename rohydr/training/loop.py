@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from rohydr.errors import NonFiniteError, RohydrError
 from rohydr.io import write_text_atomic
 from rohydr.progress import progress
 from rohydr.training.checkpoint import load_checkpoint, save_checkpoint
@@ -50,7 +51,7 @@ class EpochLoop:
     seed: int
     log_path: Path
     columns: list[str]
-    fingerprint: dict  # what the run depends on; a resume state of another run is not reused
+    fingerprint: dict  # what the run depends on (content digests of its inputs); another run's state is not reused
     progress: bool = True
     rows: list[dict] = field(default_factory=list)
 
@@ -70,8 +71,8 @@ class EpochLoop:
             seed_everything(self.seed, "epoch", epoch)
             self.model.train()
             row = {"epoch": epoch, "lr": self.optimizers["main"].param_groups[0]["lr"]}
-            row.update(self.train_epoch(epoch))
-            row.update(self.validate())
+            row.update(self._finite(self.train_epoch(epoch), epoch, "training"))
+            row.update(self._validated(epoch))
             row["wall_s"] = round(time.perf_counter() - started, 3)
             value = row[self.monitor]
             if self.scheduler is not None:
@@ -88,8 +89,25 @@ class EpochLoop:
             if epoch - best_epoch >= self.early_stop:
                 print(f"early stop: no better {self.monitor} for {self.early_stop} epochs", flush=True)
                 break
-        best_row = next(r for r in self.rows if r["epoch"] == best_epoch)
-        return best_weights, best_row
+        best_rows = [r for r in self.rows if r["epoch"] == best_epoch]
+        if not best_rows:
+            raise RohydrError(f"run {self.log_path.parent}: no epoch was trained (max_epochs {self.max_epochs})")
+        return best_weights, best_rows[0]
+
+    def _finite(self, values: dict, epoch: int, what: str) -> dict:
+        for key, value in values.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise NonFiniteError(f"run {self.log_path.parent} diverged at epoch {epoch}: {what} value "
+                                     f"{key} is {value}; lower the learning rate or check the data")
+        return values
+
+    def _validated(self, epoch: int) -> dict:
+        try:
+            values = self.validate()
+        except NonFiniteError as error:
+            raise NonFiniteError(f"run {self.log_path.parent} diverged at epoch {epoch}: validation: {error}") from None
+        self._finite({self.monitor: values[self.monitor]}, epoch, "validation")
+        return values
 
     def finish(self) -> None:
         self.state_path.unlink(missing_ok=True)
@@ -111,9 +129,16 @@ class EpochLoop:
         fresh = (1, (math.inf, 0, copy.deepcopy(self.model.state_dict())))
         if not self.state_path.exists():
             return fresh
-        state = load_checkpoint(self.state_path)
-        if state.get("fingerprint") != json.dumps(self.fingerprint, sort_keys=True):
-            print(f"ignoring {self.state_path}: it belongs to another run configuration", flush=True)
+        try:
+            state = load_checkpoint(self.state_path)
+        except RohydrError as error:
+            print(f"ignoring and removing {self.state_path}: {error}", flush=True)
+            self.finish()
+            return fresh
+        if state["fingerprint"] != json.dumps(self.fingerprint, sort_keys=True):
+            print(f"ignoring and removing {self.state_path}: it belongs to another run (other data, starting "
+                  "checkpoint, masks, configuration or seed)", flush=True)
+            self.finish()
             return fresh
         self.model.load_state_dict(state["model"])
         for name, optimizer in self.optimizers.items():

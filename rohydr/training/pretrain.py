@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from rohydr.config import load_run_config
 from rohydr.data.dataset import FeatureStore
 from rohydr.evaluation.metrics import score
+from rohydr.io import sha256_file, sole_writer
 from rohydr.training.checkpoint import build_model, save_checkpoint
 from rohydr.training.loop import EpochLoop, epoch_batches
 from rohydr.training.runtime import autocast, configure_runtime, derived_seed, seed_everything
@@ -80,7 +81,7 @@ def pretrain(data: str, run_config_path: str, seed: int, out: str, log: str, dev
         validate=lambda: validate_complete(model, valid_split, cfg.batch_size * 4, device, bf16),
         monitor="val_l1", max_epochs=cfg.max_epochs, early_stop=cfg.early_stop, seed=seed,
         log_path=Path(log), columns=LOG_COLUMNS, progress=progress,
-        fingerprint={"stage": "pretrain", "run_config": run_config.to_dict(), "data": str(Path(data).resolve()),
+        fingerprint={"stage": "pretrain", "run_config": run_config.to_dict(), "data": sha256_file(data),
                      "seed": seed},
     )
     best_weights, best_row = loop.run()
@@ -94,7 +95,8 @@ def pretrain(data: str, run_config_path: str, seed: int, out: str, log: str, dev
 
 def cli_pretrain(args) -> int:
     device = configure_runtime(args)
-    best = pretrain(args.data, args.run_config, args.seed, args.out, args.log, device, args.bf16,
-                    progress=not args.no_progress)
+    with sole_writer(args.out):
+        best = pretrain(args.data, args.run_config, args.seed, args.out, args.log, device, args.bf16,
+                        progress=not args.no_progress)
     print(f"best epoch {best['epoch']}: val_l1 {best['val_l1']:.4f} val_acc2 {best['val_acc2']:.4f}")
     return 0

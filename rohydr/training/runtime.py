@@ -14,10 +14,18 @@ import torch
 from rohydr.errors import RohydrError
 
 
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
+
 def select_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise RohydrError(f"--device {name}: unknown device; expected {DEVICE_CHOICES}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise RohydrError(f"--device {name}: device type {device.type!r} is not supported; expected {DEVICE_CHOICES}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RohydrError(f"--device {name}: CUDA is not available on this machine (use --device cpu or auto)")
     return device

@@ -17,6 +17,7 @@ import torch
 from rohydr.config import RunConfig, load_run_config
 from rohydr.data.dataset import FeatureStore
 from rohydr.errors import RohydrError
+from rohydr.io import sha256_file, sole_writer
 from rohydr.evaluation.masks import draw_batch_mr_masks, draw_mr_masks, load_masks
 from rohydr.evaluation.metrics import score
 from rohydr.evaluation.predict import feature_shape, predict, split_noise
@@ -239,8 +240,9 @@ def train(data: str, run_config_path: str, pretrained: str, masks: str, seed: in
         train_split = store.split("train").to(device)
         valid_split = store.split("valid").to(device)
         dims, length = store.dims, store.length
+    data_sha256 = sha256_file(data)
     condition = f"mr{cfg.train_mr:.1f}"  # the fixed validation masks at the training MR
-    valid_masks = load_masks(masks, "valid")
+    valid_masks = load_masks(masks, "valid", (data, data_sha256, len(valid_split)))
     if condition not in valid_masks:
         raise RohydrError(f"masks {masks}: split 'valid' has no condition {condition!r} (training MR {cfg.train_mr})")
     valid_avail = valid_masks[condition]
@@ -275,8 +277,8 @@ def train(data: str, run_config_path: str, pretrained: str, masks: str, seed: in
                                    device, bf16),
         monitor=MONITOR[stage], max_epochs=max_epochs, early_stop=cfg.early_stop, seed=seed,
         log_path=Path(log), columns=LOG_COLUMNS, progress=progress,
-        fingerprint={"stage": stage, "run_config": run_config.to_dict(), "data": str(Path(data).resolve()),
-                     "pretrained": str(Path(pretrained).resolve()), "seed": seed},
+        fingerprint={"stage": stage, "run_config": run_config.to_dict(), "data": data_sha256,
+                     "pretrained": sha256_file(pretrained), "masks": sha256_file(masks), "seed": seed},
     )
     best_weights, best_row = loop.run()
     save_checkpoint(out, {
@@ -289,7 +291,9 @@ def train(data: str, run_config_path: str, pretrained: str, masks: str, seed: in
 
 def cli_train(args) -> int:
     device = configure_runtime(args)
-    best = train(args.data, args.run_config, args.pretrained, args.masks, args.seed, args.out, args.log, device,
-                 stage=args.stage, bf16=args.bf16, progress=not args.no_progress, compile_model=args.compile)
+    with sole_writer(args.out):
+        best = train(args.data, args.run_config, args.pretrained, args.masks, args.seed, args.out, args.log,
+                     device, stage=args.stage, bf16=args.bf16, progress=not args.no_progress,
+                     compile_model=args.compile)
     print(f"best epoch {best['epoch']}: " + " ".join(f"{k} {best[k]:.4f}" for k in ("val_l1", "val_acc2", "val_f1")))
     return 0

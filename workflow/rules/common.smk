@@ -34,13 +34,13 @@ def _check_names():
         raise ValueError(f"names used both as variant and baseline: {clash}")
 
 
-def _run_config(dataset, *layers):
+def _run_config(dataset, run):
     """A run's resolved hyper-parameters as JSON, checked now so a bad value fails at parse time."""
     entry = DATASETS[dataset]
     try:
-        resolved = build_run_config(entry["preset"], config["overrides"], entry["overrides"], *layers)
+        resolved = build_run_config(entry["preset"], config["overrides"], entry["overrides"], TRAINED.get(run, {}))
     except ValueError as error:
-        raise ValueError(f"config of dataset {dataset!r}: {error}") from None
+        raise ValueError(f"config of dataset {dataset!r}, run {run!r}: {error}") from None
     return json.dumps(resolved.to_dict(), sort_keys=True)
 
 
@@ -65,7 +65,7 @@ def _check_profile_variables():
 _check_names()
 _check_profile_variables()
 RUN_CONFIGS = {
-    (dataset, run): _run_config(dataset, TRAINED.get(run, {}))
+    (dataset, run): _run_config(dataset, run)
     for dataset in RUN_DATASETS
     for run in ["pretrain", *TRAINED]
 }
@@ -116,6 +116,12 @@ def synthetic_args(wildcards):
     spec = DATASETS[wildcards.dataset]["synthetic"]
     sizes = " ".join(str(n) for n in spec["sizes"])
     return f"--like {spec['like']} --seed {spec['seed']} --sizes {sizes} --length {spec['length']}"
+
+
+def min_sequence_length(wildcards):
+    """The longest extractor kernel among the dataset's runs: shorter sequences are refused at validation."""
+    runs = [json.loads(resolved) for (dataset, _), resolved in RUN_CONFIGS.items() if dataset == wildcards.dataset]
+    return max(run["model"]["extractor_kernel"] for run in runs)
 
 
 def convert_args(wildcards):

@@ -20,13 +20,15 @@ rule validate_dataset:
         dataset_pickle,
     output:
         "results/{dataset}/data/validation.json",
+    params:
+        min_length=min_sequence_length,
     log:
         "results/{dataset}/logs/validate_dataset.log",
     resources:
         mem_mb=RES["convert_mem_mb"],
         runtime=60,
     shell:
-        "rohydr validate {input} --report {output} > {log} 2>&1"
+        "rohydr validate {input} --min-length {params.min_length} --report {output} > {log} 2>&1"
 
 
 rule convert_hdf5:

@@ -21,7 +21,8 @@ def run_cli(*args, cwd=None, check=True, timeout=600) -> subprocess.CompletedPro
 def snakemake(*args, cwd: Path, check=True, env_extra=None, timeout=1500) -> subprocess.CompletedProcess:
     """The workflow of this checkout, run in `cwd`."""
     env = tool_env()
-    env.update(env_extra or {})
+    for name, value in (env_extra or {}).items():  # None: unset
+        env.pop(name, None) if value is None else env.__setitem__(name, value)
     result = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
                              "--directory", str(cwd), *map(str, args)],
                             capture_output=True, text=True, env=env, timeout=timeout)

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -140,3 +144,25 @@ def test_fusion_gives_the_same_vector_with_and_without_the_kernels(ops, causal, 
     assert len(calls) == 21
     torch.testing.assert_close(fused, stock, rtol=1e-5, atol=1e-5)
 
+
+
+def _load_in_subprocess(extensions: Path, cxx: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(extensions), "CXX": cxx}
+    code = "from rohydr.models import cpu_kernels; print(cpu_kernels.load() is None)"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(UNSUPPORTED is not None, reason=f"fused kernels need AVX2: {UNSUPPORTED}")
+def test_without_a_compiler_one_line_says_so_and_no_later_process_retries(tmp_path):
+    first = _load_in_subprocess(tmp_path, str(tmp_path / "no-such-c++"))
+    assert first.returncode == 0 and first.stdout.strip() == "True", first.stderr
+    lines = first.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no working C++ compiler" in lines[0], first.stderr
+    assert "building" not in first.stderr and "ninja" not in first.stderr
+    [marker] = tmp_path.glob(f"*/{cpu_kernels.FAILED_MARKER}")
+    # A later process does not try again, even with a compiler now at hand: the failure is remembered.
+    second = _load_in_subprocess(tmp_path, shutil.which("c++") or "c++")
+    assert second.stdout.strip() == "True"
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and "remembered in" in lines[0] and str(marker) in lines[0], second.stderr
+    assert not list(tmp_path.glob("*/*.so")) and not list(tmp_path.glob("*/build.log"))

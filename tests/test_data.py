@@ -398,7 +398,7 @@ def test_failed_convert_leaves_nothing_and_keeps_an_older_output(tmp_path, pkl, 
     assert out.read_bytes() == b"previous result" and leftovers(tmp_path) == []
 
 
-def test_convert_with_a_tiny_local_bert(tmp_path, monkeypatch):
+def test_convert_with_a_tiny_local_bert(tmp_path, monkeypatch, capsys):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     config = transformers.BertConfig(vocab_size=128, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
@@ -410,8 +410,11 @@ def test_convert_with_a_tiny_local_bert(tmp_path, monkeypatch):
         del split["text"]
     write_pickle(data, tmp_path / "ids.pkl")
     monkeypatch.setenv("ROHYDR_BERT_DIR", str(tmp_path / "tiny-bert"))
+    capsys.readouterr()  # save_pretrained's own bar
     report = convert(tmp_path / "ids.pkl", tmp_path / "bert.h5", text_encoder="bert")
     assert report["dims"]["text"] == 16
+    progress = capsys.readouterr().err  # stderr is no terminal here: plain lines, one per split
+    assert "BERT train batches: 1/1 (100%)" in progress and "\r" not in progress and "\x1b" not in progress
     text_bert = torch.from_numpy(data["test"]["text_bert"]).long()
     with torch.no_grad():
         expected = bert(input_ids=text_bert[:, 0], attention_mask=text_bert[:, 1],

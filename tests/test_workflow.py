@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from helpers import REPO, snakemake
+from helpers import REPO, snakemake, tool_env
 
 CONFIG = REPO / "config" / "config.yaml"
 FAST = REPO / "config" / "fast.yaml"
@@ -48,16 +54,25 @@ def test_default_dry_run_lists_the_whole_pipeline(tmp_path):
     assert counts["masks"] == seeds and counts["convert_hdf5"] == 1 and counts["aggregate"] == 1
 
 
-def test_slurm_profile_dry_run_for_mosi(tmp_path):
+def mosi_config(tmp_path: Path, **extra) -> Path:
     pickle = tmp_path / "aligned_50.pkl"
     pickle.write_bytes(b"")
-    extra = tmp_path / "mosi.yaml"
-    extra.write_text(yaml.safe_dump({"datasets": {"mosi": {"path": str(pickle), "preset": "mosi",
-                                                           "literature": "MOSI"}},
-                                     "run_datasets": ["mosi"]}))
-    env = {"ROHYDR_SLURM_ACCOUNT": "acct42", "ROHYDR_CPU_PARTITION": "cpuq", "ROHYDR_GPU_PARTITION": "gpuq"}
-    result = snakemake("-n", "--workflow-profile", REPO / "workflow/profiles/slurm", "--configfile", CONFIG, extra,
-                       cwd=tmp_path, env_extra=env)
+    path = tmp_path / "mosi.yaml"
+    path.write_text(yaml.safe_dump({"datasets": {"mosi": {"path": str(pickle), "preset": "mosi",
+                                                          "literature": "MOSI"}},
+                                    "run_datasets": ["mosi"], **extra}))
+    return path
+
+
+PARTITIONS = {"ROHYDR_SLURM_ACCOUNT": "acct42", "ROHYDR_CPU_PARTITION": "cpuq", "ROHYDR_GPU_PARTITION": "gpuq"}
+SLURM_PROFILE = REPO / "workflow/profiles/slurm"
+
+
+def test_slurm_profile_dry_run_for_mosi(tmp_path):
+    # The config's resources are the one place for threads and memory; the profile only says where jobs go.
+    extra = mosi_config(tmp_path, resources={"train_threads": 3, "convert_mem_mb": 12345})
+    result = snakemake("-n", "--profile", SLURM_PROFILE, "--configfile", CONFIG, extra, cwd=tmp_path,
+                       env_extra=PARTITIONS)
     jobs = scheduled_jobs(result.stdout)
     assert {rule for rule, _ in jobs} >= {"validate_dataset", "convert_hdf5", "masks", "pretrain", "train",
                                           "train_stage", "evaluate", "aggregate", "plots"}
@@ -69,8 +84,30 @@ def test_slurm_profile_dry_run_for_mosi(tmp_path):
             assert "slurm_account=acct42" in resources
         elif rule in ("validate_dataset", "convert_hdf5", "masks"):
             assert "slurm_partition=cpuq" in resources and "gpu=" not in resources, (rule, resources)
-    assert "--threads 4" in result.stdout
-    assert "--resources" not in (REPO / "workflow/profiles/slurm/config.yaml").read_text().split("#")[0]
+        if rule == "convert_hdf5":
+            assert "mem_mb=12345," in resources
+    assert "--threads 3" in result.stdout and "--threads 1" not in result.stdout
+    profile = (SLURM_PROFILE / "config.yaml").read_text()
+    assert not re.search(r"^\s*(mem_mb|runtime|cpus_per_gpu|gpu|resources|set-threads):", profile, re.M)
+
+
+def test_slurm_overlay_drops_the_gpu_request(tmp_path):
+    result = snakemake("-n", "--profile", SLURM_PROFILE, "--profile", REPO / "workflow/profiles/slurm-nogpu",
+                       "--configfile", CONFIG, mosi_config(tmp_path), cwd=tmp_path, env_extra=PARTITIONS)
+    gpu_jobs = [job["_resources"] for rule, job in scheduled_jobs(result.stdout) if rule in ("train", "evaluate")]
+    assert gpu_jobs and all("gpu=0" in r and "slurm_partition=gpuq" in r and "slurm_account=acct42" in r
+                            for r in gpu_jobs), gpu_jobs
+
+
+def test_slurm_profile_stops_before_submitting_when_its_variables_are_unset(tmp_path):
+    unset = {**PARTITIONS, "ROHYDR_SLURM_ACCOUNT": None, "ROHYDR_GPU_PARTITION": None}
+    result = snakemake("--profile", SLURM_PROFILE, "--configfile", CONFIG, mosi_config(tmp_path), cwd=tmp_path,
+                       env_extra=unset, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "environment variables that are not set" in output and "$ROHYDR_SLURM_ACCOUNT" in output, output
+    assert "$ROHYDR_GPU_PARTITION" in output and "ROHYDR_CPU_PARTITION" not in output
+    assert "submitted" not in output and not (tmp_path / ".snakemake/slurm_logs").exists()
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -116,6 +153,88 @@ def test_fast_pipeline_produces_tables_and_figures(full_run):
 def test_finished_run_has_nothing_to_do(full_run):
     result = snakemake("-n", "--cores", 2, "--configfile", CONFIG, FAST, cwd=full_run)
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_job_logs_hold_plain_progress_lines(full_run):
+    """Snakemake sends each job's output to a log file: progress there is plain lines, no bar."""
+    logs = full_run / "results/synthetic/logs"
+    for log in logs.rglob("*.log"):
+        text = log.read_text()
+        assert "\r" not in text and "\x1b" not in text, log
+    assert re.search(r"^epochs: 2/2 \(100%\) \d+s val_l1=", (logs / "pretrain/seed1.log").read_text(), re.M)
+    evaluation = (logs / "evaluate/rohydr/seed1.log").read_text()
+    assert [int(n) for n in re.findall(r"^evaluate: availability patterns: (\d)/7 ", evaluation, re.M)] == [*range(1, 8)]
+
+
+SLURM_ENV = {"ROHYDR_SLURM_ACCOUNT": os.environ.get("ROHYDR_SLURM_ACCOUNT", "rohydr"),
+             "ROHYDR_CPU_PARTITION": os.environ.get("ROHYDR_CPU_PARTITION", "cpu"),
+             "ROHYDR_GPU_PARTITION": os.environ.get("ROHYDR_GPU_PARTITION", "gpu")}
+# The cluster profile, the overlay for a node without GPUs, and a first status check after 5 s.
+SLURM_ARGS = ("--profile", REPO / "workflow/profiles/slurm", "--profile", REPO / "workflow/profiles/slurm-nogpu",
+              "--slurm-init-seconds-before-status-checks", 5)
+needs_slurm = pytest.mark.skipif(shutil.which("sbatch") is None,
+                                 reason="no SLURM here (sbatch not on PATH); .ci/run starts a one-node one")
+
+
+def submitted_rules(output: str) -> set[str]:
+    return set(re.findall(r"has been submitted with SLURM jobid \d+ \(log: \S*/slurm_logs/rule_(\w+)/", output))
+
+
+def result_csvs(folder: Path) -> dict[str, bytes]:
+    paths = [*folder.glob("results/*/tables/*.csv"), *folder.glob("results/*/*/seed*/eval.csv")]
+    return {str(path.relative_to(folder)): path.read_bytes() for path in paths}
+
+
+@pytest.fixture(scope="module")
+def slurm_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("slurm")
+    result = snakemake(*SLURM_ARGS, "--configfile", CONFIG, FAST, cwd=folder, env_extra=SLURM_ENV, timeout=1200)
+    return folder, result.stdout + result.stderr
+
+
+@needs_slurm
+def test_slurm_run_equals_the_local_run(full_run, slurm_run):
+    folder, output = slurm_run
+    assert submitted_rules(output) == {"synthesize", "validate_dataset", "convert_hdf5", "masks", "pretrain",
+                                       "train", "train_stage", "evaluate"}
+    local, on_slurm = result_csvs(full_run), result_csvs(folder)
+    assert len(local) > 20 and sorted(on_slurm) == sorted(local)
+    assert [name for name in local if on_slurm[name] != local[name]] == []
+
+
+def cancel_first_running(rule: str, wait_s: float = 240) -> str | None:
+    """scancel the first RUNNING job of `rule` (the plugin names the rule in the job comment)."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        listing = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i|%k"], capture_output=True, text=True)
+        for line in listing.stdout.splitlines():
+            job, comment = line.split("|", 1)
+            if comment.startswith(f"rule_{rule}_"):
+                subprocess.run(["scancel", job], check=True)
+                return job
+        time.sleep(0.5)
+    return None
+
+
+@needs_slurm
+def test_a_cancelled_slurm_job_ends_the_run_and_a_rerun_finishes(full_run, slurm_run):
+    folder, _ = slurm_run
+    target = "results/synthetic/no_diffusion/seed1/eval.csv"
+    shutil.rmtree(folder / "results/synthetic/no_diffusion/seed1")  # to train and evaluate again
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(folder),
+               target, *map(str, SLURM_ARGS), "--configfile", str(CONFIG), str(FAST)]
+    started = time.monotonic()
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           env={**tool_env(), **SLURM_ENV})
+    cancelled = cancel_first_running("train")
+    output, _ = run.communicate(timeout=300)
+    assert cancelled is not None, output[-3000:]
+    assert run.returncode != 0, output[-3000:]
+    assert f"SLURM-job '{cancelled}' failed, SLURM status is: 'CANCELLED'" in output, output[-3000:]
+    assert time.monotonic() - started < 300
+    rerun = snakemake(target, *SLURM_ARGS, "--configfile", CONFIG, FAST, cwd=folder, env_extra=SLURM_ENV, timeout=600)
+    assert {"train", "evaluate"} <= submitted_rules(rerun.stdout + rerun.stderr)
+    assert (folder / target).read_bytes() == (full_run / target).read_bytes()
 
 
 def test_variant_target_reruns_that_variant_only(full_run):

@@ -24,6 +24,7 @@ from rohydr import SPLITS, __version__
 from rohydr.data.validate import FEATURE_KEYS, LABEL_KEY, id_strings, report_json, validate_file
 from rohydr.errors import RohydrError
 from rohydr.io import atomic_path, ensure_free_space, write_text_atomic
+from rohydr.progress import progress
 
 WRITE_ROWS = 2048  # rows cast and written at once: bounds the extra memory to one block
 BERT_BATCH = 64
@@ -124,7 +125,7 @@ def _write_bert_text(group: h5py.Group, text_bert: np.ndarray, encoder: BertEnco
     dataset = group.create_dataset("text", shape=(n, length, d), dtype=np.float32,
                                    chunks=(max(1, min(n, 64)), length, d), fletcher32=True)
     replaced = 0
-    for start in range(0, n, BERT_BATCH):
+    for start in progress(range(0, n, BERT_BATCH), f"BERT {group.name.strip('/')} batches"):
         block, count = _float32_block(encoder.encode(text_bert[start:start + BERT_BATCH]))
         dataset[start:start + len(block)] = block
         replaced += count

@@ -20,6 +20,7 @@ from rohydr.evaluation.metrics import score
 from rohydr.evaluation.predict import Predictions, pattern_codes, predict
 from rohydr.errors import NonFiniteError
 from rohydr.io import atomic_path, sha256_file
+from rohydr.progress import progress
 from rohydr.training.checkpoint import check_data_matches, load_model
 from rohydr.training.pretrain import complete_predictions
 from rohydr.training.runtime import configure_runtime
@@ -31,7 +32,7 @@ def iter_pattern_predictions(model, split, seed: int, device, bf16: bool, patter
     """(pattern, Predictions) for each availability pattern in turn; the first pass's fused true
     features serve the rest."""
     n, truth = len(split), None
-    for name in patterns:
+    for name in progress(patterns, "evaluate: availability patterns", every_s=0):
         avail = np.tile(np.array(PATTERNS[name], dtype=bool), (n, 1))
         predictions = predict(model, split, avail, seed, EVAL_BATCH, device, bf16, fused_truth=truth)
         truth = predictions.fused_truth

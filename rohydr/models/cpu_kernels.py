@@ -8,8 +8,10 @@ tanh-GELU; the matrix products stay with PyTorch.
 
 They need an x86-64 CPU with AVX2 and FMA and a C++ compiler. The build (15-30 s, once per machine)
 goes to torch's extension folder ($TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions) and
-serves every later process. Without them, or with ROHYDR_CPU_KERNELS=0, the models run on PyTorch's
-kernels; autograd always does.
+serves every later process. Without a working compiler, or when the build fails, one line on stderr
+says so and the failure is remembered in that folder (build_failed.txt), so later processes do not
+retry. Without the kernels, or with ROHYDR_CPU_KERNELS=0, the models run on PyTorch's kernels;
+autograd always does.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import contextlib
 import hashlib
 import os
 import platform
+import shutil
+import subprocess
 import sys
 import time
 import warnings
@@ -26,6 +30,8 @@ import torch
 
 ENV_SWITCH = "ROHYDR_CPU_KERNELS"
 SOURCE = Path(__file__).parent / "csrc" / "dit_cpu.cpp"
+FAILED_MARKER = "build_failed.txt"  # in the build folder: why the build failed, so no later process retries
+COMPILER_PROBE = "#include <vector>\nint main() { return std::vector<int>(1).size() - 1; }\n"
 STALE_LOCK_SECONDS = 600  # a build takes well under a minute; an older lock is a killed build's
 
 _state: dict[str, object] = {}  # "ops": the loaded torch.ops namespace, or "error": why not
@@ -59,6 +65,45 @@ def clear_stale_lock(folder: Path) -> bool:
     return stale
 
 
+class Unavailable(RuntimeError):
+    """The kernels cannot be built or loaded here; the message says why."""
+
+
+def find_compiler() -> str | None:
+    """The C++ compiler torch builds with ($CXX, else c++) when it compiles a small program, else None."""
+    compiler = shutil.which(os.environ.get("CXX", "c++"))
+    if compiler is None:
+        return None
+    try:
+        result = subprocess.run([compiler, "-x", "c++", "-fsyntax-only", "-"], input=COMPILER_PROBE,
+                                capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return compiler if result.returncode == 0 else None
+
+
+def _give_up(marker: Path, reason: str) -> Unavailable:
+    """Remember a failed build beside it, so that later processes do not try again."""
+    with contextlib.suppress(OSError):
+        marker.write_text(reason + "\n")
+    return Unavailable(reason)
+
+
+@contextlib.contextmanager
+def _stderr_into(log: Path):
+    """The compiler's and ninja's output (written to file descriptor 2 by subprocesses) into `log`."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(log, "w") as out:
+        os.dup2(out.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _build():
     from torch.utils import cpp_extension
 
@@ -74,17 +119,28 @@ def _build():
     folder = build_directory(name)
     folder.mkdir(parents=True, exist_ok=True)
     clear_stale_lock(folder)
-    if not (folder / f"{name}.so").exists():
+    marker, log = folder / FAILED_MARKER, folder / "build.log"
+    built = (folder / f"{name}.so").exists()
+    if not built:
+        if marker.exists():
+            raise Unavailable(f"{marker.read_text().strip()}; remembered in {marker}, delete it to try again")
+        if find_compiler() is None:
+            raise _give_up(marker, f"no working C++ compiler (${{CXX}} or c++ on PATH: {os.environ.get('CXX', 'c++')})")
         print(f"rohydr: building the fused CPU kernels in {folder} (once per machine, about 15 s)", file=sys.stderr)
-    cpp_extension.load(name=name, sources=[str(SOURCE)], build_directory=str(folder), is_python_module=False,
-                       extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"], extra_ldflags=["-fopenmp"],
-                       verbose=False)
+    try:
+        with contextlib.nullcontext() if built else _stderr_into(log):
+            cpp_extension.load(name=name, sources=[str(SOURCE)], build_directory=str(folder), is_python_module=False,
+                               extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"], extra_ldflags=["-fopenmp"],
+                               verbose=False)
+    except Exception as error:  # a failed build or load: fall back, and say where the compiler's output is
+        last = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise _give_up(marker, f"building {SOURCE.name} failed ({last}); the build output is in {log}") from None
     return torch.ops.rohydr_dit
 
 
 def load():
     """The kernels' op namespace (torch.ops.rohydr_dit), building them if needed; None when they
-    cannot be used here (the reason is warned once and kept in `unavailable_reason()`)."""
+    cannot be used here (the reason is printed once on stderr and kept in `unavailable_reason()`)."""
     if "ops" in _state or "error" in _state:
         return _state.get("ops")
     reason = cpu_supported()
@@ -92,11 +148,10 @@ def load():
         try:
             _state["ops"] = _build()
             return _state["ops"]
-        except Exception as error:  # a missing compiler or ninja, a failed build: fall back, loudly
-            reason = f"building {SOURCE.name} failed: {str(error).strip().splitlines()[-1] if str(error) else error}"
+        except Unavailable as error:
+            reason = str(error)
     _state["error"] = reason
-    warnings.warn(f"rohydr: fused CPU kernels unavailable ({reason}); using the slower eager path",
-                  RuntimeWarning, stacklevel=2)
+    print(f"rohydr: fused CPU kernels unavailable, using PyTorch's kernels: {reason}", file=sys.stderr, flush=True)
     return None
 
 

@@ -17,6 +17,7 @@ import torch
 
 from rohydr.errors import NonFiniteError, RohydrError
 from rohydr.io import write_text_atomic
+from rohydr.progress import progress
 from rohydr.training.checkpoint import load_checkpoint, save_checkpoint
 from rohydr.training.runtime import seed_everything
 
@@ -154,9 +155,5 @@ def _rounded(value):
     return round(value, 6) if isinstance(value, float) else value
 
 
-def progress_bar(iterable, enabled: bool, **kwargs):
-    if not enabled:
-        return iterable
-    from tqdm import tqdm
-
-    return tqdm(iterable, **kwargs)
+def progress_bar(iterable, enabled: bool, desc: str, leave: bool = True):
+    return progress(iterable, desc, enabled=enabled, leave=leave)

@@ -1,4 +1,6 @@
 import json
+import os
+import re
 import shlex
 
 from snakemake.utils import validate
@@ -54,7 +56,26 @@ def _run_config(dataset, run):
     return json.dumps(resolved.to_dict(), sort_keys=True)
 
 
+def _check_profile_variables():
+    """A profile's resource such as `'$ROHYDR_SLURM_ACCOUNT'` whose variable is unset would reach sbatch
+    literally: stop before anything is submitted."""
+    settings = workflow.resource_settings
+    scopes = {"default-resources": settings.default_resources or {}}
+    scopes.update({f"set-resources {rule}": res for rule, res in settings.overwrite_resources.items()})
+    unset = {}
+    for scope, resources in scopes.items():
+        for name, resource in resources.items():
+            raw = getattr(resource, "raw", resource)
+            for variable in re.findall(r"\$\{?(\w+)", os.path.expandvars(raw) if isinstance(raw, str) else ""):
+                unset.setdefault(variable, []).append(f"{name} in {scope}")
+    if unset:
+        lines = [f"  ${variable} (for {', '.join(uses)})" for variable, uses in unset.items()]
+        raise ValueError("the profile's resources name environment variables that are not set:\n" + "\n".join(lines)
+                         + "\nexport them first, e.g. export " + " ".join(f"{v}=..." for v in unset))
+
+
 _check_names()
+_check_profile_variables()
 RUN_CONFIGS = {
     (dataset, run): _run_config(dataset, run)
     for dataset in RUN_DATASETS

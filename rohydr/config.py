@@ -10,11 +10,18 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rohydr import MR_FRACTIONS
+
+Count = Annotated[int, Field(ge=1)]  # layers, widths, epochs, batch sizes
+NonNegativeInt = Annotated[int, Field(ge=0)]
+Positive = Annotated[float, Field(gt=0)]  # learning rates, clips
+NonNegative = Annotated[float, Field(ge=0)]  # weights of losses, weight decays
+Dropout = Annotated[float, Field(ge=0.0, lt=1.0)]
+
 
 class _Section(BaseModel):
     # strict: "false" is not a boolean, "0.002" is not a number, 2.0 is not a count; ints pass as floats
@@ -31,10 +38,10 @@ def _heads_divide(section, width: str):
 
 
 class DiTConfig(_Section):
-    hidden: int = Field(64, ge=1)
-    depth: int = Field(6, ge=1)
-    heads: int = Field(16, ge=1)
-    mlp_ratio: float = Field(4.0, gt=0)
+    hidden: Count = 64
+    depth: Count = 6
+    heads: Count = 16
+    mlp_ratio: Positive = 4.0
 
     @model_validator(mode="after")
     def _heads_divide_width(self):
@@ -42,11 +49,11 @@ class DiTConfig(_Section):
 
 
 class DiffusionConfig(_Section):
-    train_steps: int = Field(1000, ge=1)
+    train_steps: Count = 1000
     beta_start: float = Field(1e-4, gt=0, lt=1)
     beta_end: float = Field(0.02, gt=0, lt=1)
-    sampler_steps: int = Field(50, ge=1)  # DDIM steps at evaluation
-    train_sampler_steps: int = Field(10, ge=1)  # DDIM steps inside training (the reference uses 50; see FAITHFUL)
+    sampler_steps: Count = 50  # DDIM steps at evaluation
+    train_sampler_steps: Count = 10  # DDIM steps inside training (the reference uses 50; see FAITHFUL)
     # Clip the sampler's x0 prediction: "data" to the range of the modality's training features
     # (measured when training starts), a number to +-number, None not at all. The reference clips to
     # 1 while the features reach about +-5; without any clip an untrained DiT's first step is
@@ -66,29 +73,29 @@ class DiffusionConfig(_Section):
 
 
 class ModelConfig(_Section):
-    d: int = Field(32, ge=1)  # width of every extracted modality sequence
-    heads: int = Field(8, ge=1)
-    nlevels: int = Field(4, ge=1)
-    memory_min_layers: int = Field(3, ge=1)
-    extractor_kernel: int = Field(3, ge=1)
-    text_dropout: float = Field(0.5, ge=0.0, lt=1.0)
-    attn_dropout: float = Field(0.5, ge=0.0, lt=1.0)
-    attn_dropout_a: float = Field(0.5, ge=0.0, lt=1.0)
-    attn_dropout_v: float = Field(0.5, ge=0.0, lt=1.0)
-    relu_dropout: float = Field(0.5, ge=0.0, lt=1.0)
-    res_dropout: float = Field(0.5, ge=0.0, lt=1.0)
-    embed_dropout: float = Field(0.5, ge=0.0, lt=1.0)
-    output_dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    d: Count = 32  # width of every extracted modality sequence
+    heads: Count = 8
+    nlevels: Count = 4
+    memory_min_layers: Count = 3
+    extractor_kernel: Count = 3
+    text_dropout: Dropout = 0.5
+    attn_dropout: Dropout = 0.5
+    attn_dropout_a: Dropout = 0.5
+    attn_dropout_v: Dropout = 0.5
+    relu_dropout: Dropout = 0.5
+    res_dropout: Dropout = 0.5
+    embed_dropout: Dropout = 0.5
+    output_dropout: Dropout = 0.5
     causal_attention: bool = True  # MulT's attn_mask: each step attends to past steps only
     dit: DiTConfig = Field(default_factory=DiTConfig)
     diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
-    ur_blocks: int = Field(20, ge=1)
-    ur_reduction: int = Field(16, ge=1)
-    mr_hidden1: int = Field(80, ge=1)
-    mr_hidden2: int = Field(96, ge=1)
-    mr_dropout: float = Field(0.4, ge=0.0, lt=1.0)
-    disc_hidden1: int = Field(128, ge=1)
-    disc_hidden2: int = Field(64, ge=1)
+    ur_blocks: Count = 20
+    ur_reduction: Count = 16
+    mr_hidden1: Count = 80
+    mr_hidden2: Count = 96
+    mr_dropout: Dropout = 0.4
+    disc_hidden1: Count = 128
+    disc_hidden2: Count = 64
     # switches used by the ablations (faithful defaults)
     use_diffusion: bool = True
     use_unimodal_reconstructor: bool = True
@@ -103,33 +110,33 @@ class ModelConfig(_Section):
 
 
 class PretrainConfig(_Section):
-    lr: float = Field(0.002, gt=0)
-    batch_size: int = Field(32, ge=1)
-    max_epochs: int = Field(100, ge=1)
-    early_stop: int = Field(10, ge=1)
-    grad_clip: float = Field(0.6, gt=0)
+    lr: Positive = 0.002
+    batch_size: Count = 32
+    max_epochs: Count = 100
+    early_stop: Count = 10
+    grad_clip: Positive = 0.6
 
 
 class TrainConfig(_Section):
     schedule: Literal["multistage", "joint", "sequential"] = "multistage"
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(0.002, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    disc_lr: float = Field(0.002, gt=0)
-    disc_weight_decay: float = Field(1e-5, ge=0)
-    lambda_g: float = Field(1.0, ge=0)
-    lambda_al: float = Field(0.5, ge=0)
-    lambda_c: float = Field(0.4, ge=0)
-    grad_clip: float = Field(0.6, gt=0)
+    batch_size: Count = 32
+    lr: Positive = 0.002
+    weight_decay: NonNegative = 0.0
+    disc_lr: Positive = 0.002
+    disc_weight_decay: NonNegative = 1e-5
+    lambda_g: NonNegative = 1.0
+    lambda_al: NonNegative = 0.5
+    lambda_c: NonNegative = 0.4
+    grad_clip: Positive = 0.6
     plateau_factor: float = Field(0.5, gt=0, lt=1)
-    plateau_patience: int = Field(24, ge=0)
-    early_stop: int = Field(20, ge=1)
-    max_epochs: int = Field(200, ge=1)
+    plateau_patience: NonNegativeInt = 24
+    early_stop: Count = 20
+    max_epochs: Count = 200
     freeze_extractor: bool = True
     train_mr: float = 0.7
     missing_draw: Literal["per_sample", "per_batch"] = "per_sample"  # per_batch: the reference's draw
     reuse_forward: bool = True  # one forward shared by the three stages of a batch (reference: one each)
-    sequential_epochs: int = Field(0, ge=0)  # max epochs of each stage under the sequential schedule (0: max_epochs)
+    sequential_epochs: NonNegativeInt = 0  # max epochs of each stage under the sequential schedule (0: max_epochs)
 
     @model_validator(mode="after")
     def _known_missing_rate(self):

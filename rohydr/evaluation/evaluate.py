@@ -100,13 +100,13 @@ def evaluate(data: str, model_path: str, masks_path: str, seed: int, split_name:
         masks = {"complete": masks["complete"]}
     else:
         by_pattern = predict_patterns(model, split, seed, device, bf16, list(PATTERNS))
-    for pattern, predictions in by_pattern.items():
-        bad = int((~np.isfinite(predictions.y_rec)).sum())
-        if bad:
-            raise NonFiniteError(f"model {model_path}: {bad} of {len(labels)} predictions under condition "
-                                 f"{pattern!r} ({split_name} split) are not finite: nothing is scored "
-                                 "(a diverged or damaged model)")
-    rows = [row for condition, avail in masks.items() for row in condition_rows(condition, avail, by_pattern, labels)]
+    rows = []
+    for condition, avail in masks.items():
+        try:
+            rows += condition_rows(condition, avail, by_pattern, labels)
+        except NonFiniteError as error:  # score() refuses them; say which model and condition
+            raise NonFiniteError(f"model {model_path}, condition {condition!r} ({split_name} split): {error} "
+                                 "(a diverged or damaged model)") from None
     table = pd.DataFrame(rows, columns=["condition", "metric", "value"])
     write_predictions(predictions_path, split.ids, labels, by_pattern)
     with atomic_path(out) as tmp:

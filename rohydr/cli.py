@@ -22,6 +22,7 @@ HANDLERS = {
     "evaluate": "rohydr.evaluation.evaluate:cli_evaluate",
     "aggregate": "rohydr.reporting.tables:cli_aggregate",
     "plots": "rohydr.reporting.figures:cli_plots",
+    "sweep-plot": "rohydr.reporting.sweep:cli_sweep_plot",
     "bench": "rohydr.training.bench:cli_bench",
 }
 
@@ -44,6 +45,8 @@ def _add_report_args(parser: argparse.ArgumentParser) -> None:
                         help="runs shown as baselines (after the variants, in grey in the figures)")
     parser.add_argument("--display-names", nargs="*", default=[], metavar="RUN=LABEL",
                         help="how runs are named in tables and figures (default: the run name)")
+    parser.add_argument("--floor", default=None, metavar="RUN",
+                        help="the run that is the tables' floor (the complete-data model fed zeros)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("valid", "test"))
     p.add_argument("--out", required=True, help="eval.csv")
     p.add_argument("--predictions", required=True, help="predictions.csv.gz")
+    p.add_argument("--zeros-for-missing", action="store_true",
+                   help="feed zeros for the missing modalities instead of the model's recovery; a pretrained "
+                        "(complete-data) backbone is then scored on every condition (the floor), else on complete inputs only")
     _add_runtime_args(p)
 
     p = sub.add_parser("aggregate", help="paper-style tables across seeds and variants")
@@ -127,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="eval.csv files, each under results/{dataset}/{variant}/seed{seed}/")
     _add_report_args(p)
     p.add_argument("--ablation", nargs="*", default=None, metavar="VARIANT", help="variants of the ablation table")
+    p.add_argument("--masks", nargs="*", default=None, metavar="H5",
+                   help="the test masks (masks/seed{seed}.h5) of the seeds: with them, the intervals, collapse "
+                        "marks and gap table, from the predictions.csv.gz beside each eval.csv")
+    p.add_argument("--recovery-reference", default=None, metavar="RUN",
+                   help="the run whose recovery MSE the recovery table divides every other one by (e.g. mean_fill)")
+    p.add_argument("--optimum", default=None, metavar="CSV_GZ",
+                   help="a synthetic dataset's optimum_samples.csv.gz: the optimum row and the gap table")
     p.add_argument("--out-dir", required=True)
 
     p = sub.add_parser("plots", help="figures: metric vs missing rate, training curves, recovery quality")
@@ -135,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-logs", nargs="*", default=[], metavar="CSV")
     _add_report_args(p)
     p.add_argument("--out-dir", required=True)
+
+    p = sub.add_parser("sweep-plot", help="each method's score against the synthetic data's redundancy")
+    p.add_argument("--tables", nargs="+", required=True, metavar="CSV", help="missing_patterns.csv of each swept dataset")
+    p.add_argument("--redundancy", nargs="+", type=float, required=True, help="the redundancy of each table, in order")
+    p.add_argument("--main-variant", default=None)
+    p.add_argument("--display-names", nargs="*", default=[], metavar="RUN=LABEL")
+    p.add_argument("--out", required=True, help="output stem: STEM.png, STEM.pdf, STEM.csv")
 
     p = sub.add_parser("bench", help="training and evaluation throughput and peak memory")
     p.add_argument("--preset", default="mosi")

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rohydr import MR_FRACTIONS
 
@@ -21,6 +21,7 @@ NonNegativeInt = Annotated[int, Field(ge=0)]
 Positive = Annotated[float, Field(gt=0)]  # learning rates, clips
 NonNegative = Annotated[float, Field(ge=0)]  # weights of losses, weight decays
 Dropout = Annotated[float, Field(ge=0.0, lt=1.0)]
+PATTERN_NAMES = ("l", "a", "v", "la", "lv", "av", "complete")  # availability patterns, by available modalities
 
 
 class _Section(BaseModel):
@@ -102,7 +103,16 @@ class ModelConfig(_Section):
     use_multimodal_reconstructor: bool = True
     use_adversarial: bool = True
     grad_through_sampler: bool = False  # the reference backpropagates through the chain (see FAITHFUL)
-    recovery: Literal["generative", "zero_fill"] = "generative"  # zero_fill: missing features set to 0
+    # generative: RoHyDR's recovery. The imputation baselines: zero_fill (missing features set to 0),
+    # mean_fill (the training mean of each missing modality's extracted features), ridge_fill (per
+    # pattern, a closed-form ridge regression from the available modalities' extracted features).
+    recovery: Literal["generative", "zero_fill", "mean_fill", "ridge_fill"] = "generative"
+    # The generators (diffusion and unimodal reconstructor) work on extracted features standardised per
+    # channel with training-split statistics, and their output is mapped back.
+    standardize_features: bool = False
+    # Stage-1 reconstruction loss of each modality divided by its features' training variance, so that
+    # one modality's scale does not decide the sum (a no-op with standardize_features).
+    reconstruction_weighting: Literal["none", "inverse_variance"] = "none"
 
     @model_validator(mode="after")
     def _heads_divide_width(self):
@@ -133,15 +143,32 @@ class TrainConfig(_Section):
     early_stop: Count = 20
     max_epochs: Count = 200
     freeze_extractor: bool = True
+    # lr of the generators (diffusion and unimodal reconstructor); None: lr
+    generator_lr: Positive | None = None
+    # epochs of stage 1 alone (the generators) before the stages run together; they neither select the
+    # model nor count for early stopping
+    generator_epochs: NonNegativeInt = 0
+    # Which samples miss what during training (the validation masks follow the same protocol):
+    # per_sample at train_mr (IMDer's protocol), per_batch at train_mr (the reference's draw), or
+    # all_patterns: every sample one of the availability patterns, in the shares of pattern_weights.
+    missing_draw: Literal["per_sample", "per_batch", "all_patterns"] = "per_sample"
     train_mr: float = 0.7
-    missing_draw: Literal["per_sample", "per_batch"] = "per_sample"  # per_batch: the reference's draw
+    pattern_weights: dict[Literal[PATTERN_NAMES], NonNegative] = Field(
+        default_factory=lambda: dict.fromkeys(PATTERN_NAMES, 1.0))
     reuse_forward: bool = True  # one forward shared by the three stages of a batch (reference: one each)
     sequential_epochs: NonNegativeInt = 0  # max epochs of each stage under the sequential schedule (0: max_epochs)
+
+    @field_validator("pattern_weights", mode="before")
+    @classmethod
+    def _unnamed_patterns_weigh_one(cls, value):
+        return {**dict.fromkeys(PATTERN_NAMES, 1.0), **value} if isinstance(value, dict) else value
 
     @model_validator(mode="after")
     def _known_missing_rate(self):
         if not any(abs(self.train_mr - mr) < 1e-9 for mr in MR_FRACTIONS):
             raise ValueError(f"train_mr = {self.train_mr}; expected one of {', '.join(map(str, MR_FRACTIONS))}")
+        if not any(weight > 0 for weight in self.pattern_weights.values()):
+            raise ValueError(f"pattern_weights = {self.pattern_weights}: at least one pattern needs a positive weight")
         return self
 
 
@@ -149,6 +176,13 @@ class RunConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _fills_need_fixed_features(self):
+        if self.model.recovery in ("mean_fill", "ridge_fill") and not self.train.freeze_extractor:
+            raise ValueError(f"model.recovery {self.model.recovery!r} is fitted once to the extracted features: "
+                             "it needs train.freeze_extractor = true")
+        return self
 
 
 # The reference's computation, where the defaults compute something faster (measured in the README's

@@ -18,6 +18,7 @@ from rohydr.evaluation.masks import (
     PATTERNS,
     draw_batch_mr_masks,
     draw_mr_masks,
+    draw_pattern_masks,
     load_masks,
     make_masks,
     realized_missing_rate,
@@ -39,7 +40,7 @@ def test_condition_names():
     assert list(PATTERNS) == ["l", "a", "v", "la", "lv", "av", "complete"]
     assert MISSING_PATTERNS == ("l", "a", "v", "la", "lv", "av")
     assert MR_CONDITIONS == tuple(f"mr0.{i}" for i in range(1, 8))
-    assert list(CONDITIONS) == [*PATTERNS, *MR_CONDITIONS, "batch_mr0.7"]
+    assert list(CONDITIONS) == [*PATTERNS, *MR_CONDITIONS, "batch_mr0.7", "all_patterns"]
 
 
 def test_fixed_patterns_are_exact():
@@ -167,3 +168,18 @@ def test_load_rejects_malformed_files(tmp_path):
         load_masks(path, "valid")
     with pytest.raises(RohydrError, match="no such file"):
         load_masks(tmp_path / "absent.h5", "test")
+
+
+def test_pattern_draw_covers_every_pattern_in_its_share():
+    rng = np.random.default_rng(0)
+    mask = draw_pattern_masks(700, dict.fromkeys(PATTERNS, 1.0), rng)
+    counts = {name: int((mask == np.array(pattern)).all(axis=1).sum()) for name, pattern in PATTERNS.items()}
+    assert counts == dict.fromkeys(PATTERNS, 100)
+    weighted = draw_pattern_masks(10, {"l": 3.0, "av": 1.0, "complete": 0.0}, rng)
+    assert (weighted == np.array(PATTERNS["l"])).all(axis=1).sum() == 8  # 7.5 rounds up by the larger remainder
+    assert (weighted == np.array(PATTERNS["av"])).all(axis=1).sum() == 2
+    assert not np.array_equal(mask, draw_pattern_masks(700, dict.fromkeys(PATTERNS, 1.0), rng))  # rows shuffled
+    with pytest.raises(RohydrError, match="positive weight"):
+        draw_pattern_masks(10, {"l": 0.0}, rng)
+    validation = make_masks(SIZES, seed=0)["valid"]["all_patterns"]  # the all-pattern protocol's selection masks
+    assert len({tuple(row) for row in validation.tolist()}) == 7

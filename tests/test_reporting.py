@@ -34,7 +34,7 @@ def acc2(variant: str, condition: str, seed: int) -> float:
 def missing_rate(condition: str) -> float:
     if condition in PATTERNS:
         return (3 - sum(PATTERNS[condition])) / 3
-    return 2 / 3 if condition == "mr0.7" else NOMINAL_MR[condition]
+    return 2 / 3 if condition == "mr0.7" else NOMINAL_MR.get(condition, 12 / 21)
 
 
 def write_eval(root, variant: str, seed: int, conditions=CONDITIONS, like: str | None = None):
@@ -49,7 +49,8 @@ def write_eval(root, variant: str, seed: int, conditions=CONDITIONS, like: str |
             if condition not in PATTERNS or not PATTERNS[condition][slot]:
                 rows.append((condition, f"rec_mse_{modality}", 0.4 + 0.1 * slot + 0.05 * seed))
                 rows.append((condition, f"rec_cos_{modality}", 0.7 - 0.1 * slot - 0.02 * seed))
-    path = root / "results" / "mosi" / variant / f"seed{seed}" / "eval.csv"
+    protocol = "complete_data" if variant == "complete" else "all_patterns"
+    path = root / "results" / "mosi" / variant / protocol / f"seed{seed}" / "eval.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows, columns=["condition", "metric", "value"]).to_csv(path, index=False)
     return path
@@ -71,7 +72,7 @@ def write_train_log(root, variant: str, seed: int, joint: bool = False):
         for i, group in enumerate(("extractor", "diffusion", "unimodal_reconstructor", "fusion", "head")):
             log[f"gradnorm_{stage}_{group}"] = 10.0 ** (i - 2) * (1 + decay)
     log.update(val_l1=0.9 + decay / 2, val_acc2=0.75 - decay / 5, val_f1=0.74 - decay / 5)
-    path = root / "results" / "mosi" / variant / f"seed{seed}" / "train_log.csv"
+    path = root / "results" / "mosi" / variant / "all_patterns" / f"seed{seed}" / "train_log.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(log).to_csv(path, index=False)
     return path
@@ -393,3 +394,22 @@ def test_figures_without_logs_or_recovery(tmp_path):
     run_cli("plots", "--dataset", "mosi", "--eval", *evals, "--out-dir", out)
     for name in ("mr_curves", "training_curves", "recovery_quality"):
         assert is_png(out / f"{name}.png") and is_pdf(out / f"{name}.pdf"), name
+
+
+def test_sweep_plot_draws_each_row_against_redundancy(evals, tmp_path):
+    tables = []
+    for i, shift in enumerate((0.0, 0.05)):  # the same runs at a second redundancy, 5 points better
+        paths = [write_eval(tmp_path / f"r{i}", v, s, like=v) for v in ("rohydr", "no_diffusion") for s in SEEDS]
+        for path in paths:
+            frame = pd.read_csv(path)
+            frame.loc[frame.metric == "acc2_non0", "value"] += shift
+            frame.to_csv(path, index=False)
+        aggregate("mosi", paths, tmp_path / f"tables{i}", methods=METHODS)
+        tables.append(tmp_path / f"tables{i}" / "missing_patterns.csv")
+    result = run_cli("sweep-plot", "--tables", *tables, "--redundancy", 0.2, 0.8, "--main-variant", "rohydr",
+                     "--out", tmp_path / "sweep")
+    assert "sweep.png" in result.stdout and (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    points = pd.read_csv(tmp_path / "sweep.csv").set_index(["row", "redundancy"])["mean"]
+    assert points["rohydr", 0.8] - points["rohydr", 0.2] == pytest.approx(5.0)
+    bad = run_cli("sweep-plot", "--tables", *tables, "--redundancy", 0.2, "--out", tmp_path / "x", check=False)
+    assert bad.returncode == 2 and "2 tables for 1 redundancy values" in bad.stderr

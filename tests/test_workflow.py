@@ -20,6 +20,7 @@ from helpers import REPO, snakemake, tool_env
 
 CONFIG = REPO / "config" / "config.yaml"
 FAST = REPO / "config" / "fast.yaml"
+MMSA = REPO / "config" / "mmsa.yaml"
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -41,17 +42,47 @@ def scheduled_jobs(output: str) -> list[tuple[str, dict]]:
     return jobs
 
 
-def test_default_dry_run_lists_the_whole_pipeline(tmp_path):
-    result = snakemake("-n", "--cores", 2, cwd=tmp_path)
+def merged(*paths: Path) -> dict:
+    """The workflow config of these configfiles, merged as Snakemake merges them."""
+    def merge(base, extra):
+        for key, value in extra.items():
+            base[key] = merge(base.get(key, {}), value) if isinstance(value, dict) and isinstance(base.get(key), dict) \
+                else value
+        return base
+    config = {}
+    for path in paths:
+        config = merge(config, yaml.safe_load(path.read_text()))
+    return config
+
+
+@pytest.mark.parametrize("configfiles", [(CONFIG,), (CONFIG, FAST)])
+def test_dry_run_lists_every_protocol_of_every_run(tmp_path, configfiles):
+    result = snakemake("-n", "--cores", 2, "--configfile", *configfiles, cwd=tmp_path)
     counts = job_counts(result.stdout)
-    config = yaml.safe_load(CONFIG.read_text())
-    seeds, variants = len(config["seeds"]), len(config["variants"])
-    trained = variants + len(config["baselines"])
+    config = merged(*configfiles)
+    seeds, protocols = len(config["seeds"]), config["protocols"]
+    trainings = len(protocols["all_patterns"]["runs"]) + len(protocols["per_mr"]["runs"]) * len(protocols["per_mr"]["rates"])
+    sequential = [run for run in protocols["all_patterns"]["runs"] if run == "sequential_stages"]
     assert counts["pretrain"] == seeds
-    assert counts["train"] == trained * seeds
-    assert counts["train_stage"] == 2 * seeds  # sequential_stages: stages 1 and 2 before the final one
-    assert counts["evaluate"] == (trained + 1) * seeds  # + the complete baseline
+    assert counts["train"] == trainings * seeds
+    assert counts.get("train_stage", 0) == 2 * len(sequential) * seeds  # stages 1 and 2 before the final one
+    # + the runs fed zeros, the floor and the complete baseline
+    assert counts["evaluate"] == (trainings + len(config["fed_zeros"]) + 2) * seeds
     assert counts["masks"] == seeds and counts["convert_hdf5"] == 1 and counts["aggregate"] == 1
+    jobs = scheduled_jobs(result.stdout)
+    per_mr = {(job["variant"], job["protocol"]) for rule, job in jobs if rule == "train" and job["protocol"] != "all_patterns"}
+    assert per_mr == {(run, f"mr{rate:.1f}") for run in protocols["per_mr"]["runs"] for rate in protocols["per_mr"]["rates"]}
+
+
+def test_redundancy_sweep_is_a_target_of_its_own(tmp_path):
+    result = snakemake("redundancy_sweep", "-n", "--cores", 2, "--configfile", CONFIG, FAST, cwd=tmp_path)
+    jobs = scheduled_jobs(result.stdout)
+    values = merged(CONFIG, FAST)["redundancy_sweep"]["values"]
+    synthesized = {job["dataset"] for rule, job in jobs if rule == "synthesize"}
+    assert synthesized == {f"synthetic_r{value}" for value in values}
+    assert {rule for rule, _ in jobs} >= {"aggregate", "sweep_plot"} and "plots" not in {rule for rule, _ in jobs}
+    plain = snakemake("-n", "--cores", 2, "--configfile", CONFIG, FAST, cwd=tmp_path)
+    assert "sweep_plot" not in plain.stdout and "synthetic_r" not in plain.stdout
 
 
 def mosi_config(tmp_path: Path, **extra) -> Path:
@@ -71,7 +102,7 @@ SLURM_PROFILE = REPO / "workflow/profiles/slurm"
 def test_slurm_profile_dry_run_for_mosi(tmp_path):
     # The config's resources are the one place for threads and memory; the profile only says where jobs go.
     extra = mosi_config(tmp_path, resources={"train_threads": 3, "convert_mem_mb": 12345})
-    result = snakemake("-n", "--profile", SLURM_PROFILE, "--configfile", CONFIG, extra, cwd=tmp_path,
+    result = snakemake("-n", "--profile", SLURM_PROFILE, "--configfile", CONFIG, MMSA, extra, cwd=tmp_path,
                        env_extra=PARTITIONS)
     jobs = scheduled_jobs(result.stdout)
     assert {rule for rule, _ in jobs} >= {"validate_dataset", "convert_hdf5", "masks", "pretrain", "train",
@@ -133,19 +164,30 @@ def full_run(tmp_path_factory):
     return folder
 
 
+TABLES = ("missing_patterns", "missing_rates", "ablation", "gap_closed", "recovery")
+
+
 def test_fast_pipeline_produces_tables_and_figures(full_run):
     tables = full_run / "results/synthetic/tables"
-    for name in ("missing_patterns", "missing_rates", "ablation"):
+    for name in TABLES:
         for ext in ("html", "md", "tex", "csv"):
             assert (tables / f"{name}.{ext}").stat().st_size > 0
     ablation = (tables / "ablation.md").read_text()
-    config = yaml.safe_load(CONFIG.read_text())
-    for row in [*config["ablation"], "zero_fill", "complete"]:
-        assert f"| {config['display_names'].get(row, row)} |" in ablation, row
+    config = merged(CONFIG, FAST)
+    names = config["display_names"]
+    for row in [*config["ablation"], "rohydr_fed_zeros", *config["baselines"], "complete_zero", "complete"]:
+        assert f"| {names.get(row, row)} |" in ablation, row
+    patterns = (tables / "missing_patterns.md").read_text()
+    assert "| Optimum (Bayes, from the generative model) |" in patterns and "95 % interval" in patterns
+    assert re.search(r"\| RoHyDR \| \S+ ± \S+ \[\S+, \S+\]", patterns)
+    rates = (tables / "missing_rates.md").read_text()
+    assert "| RoHyDR (per-MR) |" in rates and "| RoHyDR (all-pattern) |" in rates
+    assert "| RoHyDR |" in (tables / "gap_closed.md").read_text()
+    assert "| Ridge fill |" in (tables / "recovery.md").read_text()
     for name in ("mr_curves", "training_curves", "recovery_quality"):
         assert (full_run / f"results/synthetic/figures/{name}.png").read_bytes()[:4] == b"\x89PNG"
         assert (full_run / f"results/synthetic/figures/{name}.pdf").read_bytes()[:4] == b"%PDF"
-    scores = pd.read_csv(full_run / "results/synthetic/rohydr/seed1/eval.csv")
+    scores = pd.read_csv(full_run / "results/synthetic/rohydr/all_patterns/seed1/eval.csv")
     assert {"l", "a", "v", "la", "lv", "av", "complete", "mr0.7"} <= set(scores.condition)
     assert (full_run / "results/synthetic/logs/pretrain/seed1.log").stat().st_size > 0
 
@@ -162,7 +204,7 @@ def test_job_logs_hold_plain_progress_lines(full_run):
         text = log.read_text()
         assert "\r" not in text and "\x1b" not in text, log
     assert re.search(r"^epochs: 2/2 \(100%\) \d+s val_l1=", (logs / "pretrain/seed1.log").read_text(), re.M)
-    evaluation = (logs / "evaluate/rohydr/seed1.log").read_text()
+    evaluation = (logs / "evaluate/rohydr/all_patterns/seed1.log").read_text()
     assert [int(n) for n in re.findall(r"^evaluate: availability patterns: (\d)/7 ", evaluation, re.M)] == [*range(1, 8)]
 
 
@@ -181,7 +223,7 @@ def submitted_rules(output: str) -> set[str]:
 
 
 def result_csvs(folder: Path) -> dict[str, bytes]:
-    paths = [*folder.glob("results/*/tables/*.csv"), *folder.glob("results/*/*/seed*/eval.csv")]
+    paths = [*folder.glob("results/*/tables/*.csv"), *folder.glob("results/*/*/*/seed*/eval.csv")]
     return {str(path.relative_to(folder)): path.read_bytes() for path in paths}
 
 
@@ -219,8 +261,8 @@ def cancel_first_running(rule: str, wait_s: float = 240) -> str | None:
 @needs_slurm
 def test_a_cancelled_slurm_job_ends_the_run_and_a_rerun_finishes(full_run, slurm_run):
     folder, _ = slurm_run
-    target = "results/synthetic/no_diffusion/seed1/eval.csv"
-    shutil.rmtree(folder / "results/synthetic/no_diffusion/seed1")  # to train and evaluate again
+    target = "results/synthetic/no_diffusion/all_patterns/seed1/eval.csv"
+    shutil.rmtree(folder / "results/synthetic/no_diffusion/all_patterns/seed1")  # to train and evaluate again
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(folder),
                target, *map(str, SLURM_ARGS), "--configfile", str(CONFIG), str(FAST)]
     started = time.monotonic()
@@ -249,11 +291,11 @@ def test_variant_target_reruns_that_variant_only(full_run):
 
 def test_changed_variant_config_retrains_that_variant_only(full_run, tmp_path):
     extra = tmp_path / "changed.yaml"
-    extra.write_text(yaml.safe_dump({"variants": {"no_adversarial": {"model": {"use_adversarial": False},
-                                                                     "train": {"lambda_c": 0.5}}}}))
+    extra.write_text(yaml.safe_dump({"variants": {"no_diffusion": {"model": {"use_diffusion": False},
+                                                                   "train": {"lambda_c": 0.5}}}}))
     result = snakemake("-n", "--cores", 2, "--configfile", CONFIG, FAST, extra, cwd=full_run)
     trained = {job["variant"] for rule, job in scheduled_jobs(result.stdout) if rule == "train"}
-    assert trained == {"no_adversarial"}
+    assert trained == {"no_diffusion"}
 
 
 def report_entries(html: str) -> dict:
@@ -266,15 +308,15 @@ def test_report_shows_every_table_and_figure_with_captions(full_run):
     assert "Missing metadata" not in result.stdout + result.stderr
     html = (full_run / "results/report.html").read_text()
     entries = report_entries(html)
-    tables = [f"results/synthetic/tables/{name}.html" for name in ("missing_patterns", "missing_rates", "ablation")]
+    tables = [f"results/synthetic/tables/{name}.html" for name in TABLES]
     figures = [f"results/synthetic/figures/{name}.png" for name in ("mr_curves", "recovery_quality", "training_curves")]
     assert sorted(entries) == sorted(tables + figures)  # each once: no md / tex / csv duplicates
-    config = yaml.safe_load(CONFIG.read_text())
+    config = merged(CONFIG, FAST)
     main = config["display_names"][config["main_variant"]]
     for path in tables:
         page = base64.b64decode(entries[path]["data_uri"].split("base64,", 1)[1]).decode()
-        assert page.count("<tr") >= len(config["variants"]) + 2 and "<caption>" in page, path
-        assert f"<td>{main}</td>" in page and (full_run / path).read_text() == page
+        assert page.count("<tr") >= len(config["protocols"]["all_patterns"]["runs"]) + 2 and "<caption>" in page, path
+        assert f"<td>{main}" in page and (full_run / path).read_text() == page
     for path in tables + figures:
         assert "synthetic" in entries[path]["caption"] and len(entries[path]["caption"]) > 200, path
     assert base64.b64decode(entries[figures[0]]["data_uri"].split("base64,", 1)[1])[:4] == b"\x89PNG"
@@ -294,7 +336,8 @@ def test_report_args_come_from_the_config(tmp_path):
     commands = [line for line in lines if line.startswith(("rohydr aggregate", "rohydr plots"))]
     assert len(commands) == 2
     for command in commands:
-        assert "--main-variant no_diffusion --baselines zero_fill complete" in command
+        assert ("--main-variant no_diffusion --baselines zero_fill mean_fill ridge_fill complete_zero complete"
+                " --floor complete_zero") in command
         assert "'no_diffusion=Ours (no DiT)'" in command and "rohydr=RoHyDR" in command
     extra.write_text(yaml.safe_dump({"display_names": {"no_such_run": "X"}}))
     result = snakemake("-n", "--cores", 1, "--configfile", CONFIG, FAST, extra, cwd=tmp_path, check=False)

@@ -16,9 +16,9 @@ import yaml
 from helpers import REPO, snakemake, tool_env
 
 CONFIG = REPO / "config" / "config.yaml"
-TARGET = "results/synthetic/rohydr/seed1/eval.csv"
-RESUME_STATE = "results/synthetic/rohydr/seed1/train_log.csv.resume.pt"
-TRAIN_LOG = "results/synthetic/logs/train/rohydr/seed1.log"
+TARGET = "results/synthetic/rohydr/all_patterns/seed1/eval.csv"
+RESUME_STATE = "results/synthetic/rohydr/all_patterns/seed1/train_log.csv.resume.pt"
+TRAIN_LOG = "results/synthetic/logs/train/rohydr/all_patterns/seed1.log"
 
 
 @pytest.mark.parametrize("variants, fragment", [
@@ -51,6 +51,7 @@ def run_config(folder: Path, data_seed: int) -> Path:
                                    "preset": "tiny", "literature": "none",
                                    "overrides": {"train": {"max_epochs": 25, "early_stop": 25}}}},
         "seeds": [1], "variants": {"rohydr": {}}, "baselines": {}, "ablation": ["rohydr"],
+        "protocols": {"all_patterns": {"runs": ["rohydr"]}, "per_mr": {"runs": []}},
     }))
     return path
 
@@ -86,7 +87,7 @@ def recover(folder: Path, data_seed: int):
 
 def outputs(folder: Path) -> dict[str, bytes]:
     return {name: (folder / name).read_bytes()
-            for name in (TARGET, "results/synthetic/rohydr/seed1/predictions.csv.gz")}
+            for name in (TARGET, "results/synthetic/rohydr/all_patterns/seed1/predictions.csv.gz")}
 
 
 @pytest.fixture(scope="module")

@@ -84,10 +84,20 @@ def write_predictions(path: str, ids, labels, by_pattern: dict[str, Predictions]
         tmp.write_bytes(gzip.compress(text.encode(), mtime=0))
 
 
+def as_zero_fill(model, pretrained: bool) -> None:
+    """Zeros instead of the model's recovery of the missing modalities (zero extracted features equal
+    zero inputs: the extractor's convolutions have no bias). A pretrained backbone so fed is the papers'
+    floor; its multimodal reconstructor, never trained, is left out."""
+    update = {"recovery": "zero_fill"} | ({"use_multimodal_reconstructor": False} if pretrained else {})
+    model.config = model.config.model_copy(update=update)
+
+
 def evaluate(data: str, model_path: str, masks_path: str, seed: int, split_name: str, out: str,
              predictions_path: str, device: torch.device, bf16: bool = False,
-             compile_model: bool = False) -> pd.DataFrame:
+             compile_model: bool = False, zeros_for_missing: bool = False) -> pd.DataFrame:
     model, payload = load_model(model_path, device)
+    if zeros_for_missing:
+        as_zero_fill(model, pretrained=payload["kind"] == "pretrain")
     if compile_model:
         model.compile_denoisers()
     with FeatureStore(data) as store:
@@ -95,7 +105,7 @@ def evaluate(data: str, model_path: str, masks_path: str, seed: int, split_name:
         split = store.split(split_name).to(device)
     masks = load_masks(masks_path, split_name, (data, sha256_file(data), len(split)))
     labels = split.labels.cpu().numpy()
-    if payload["kind"] == "pretrain":
+    if payload["kind"] == "pretrain" and not zeros_for_missing:
         by_pattern = complete_only(model, split, device, bf16)
         masks = {"complete": masks["complete"]}
     else:
@@ -117,7 +127,7 @@ def evaluate(data: str, model_path: str, masks_path: str, seed: int, split_name:
 def cli_evaluate(args) -> int:
     device = configure_runtime(args, inference=True)
     table = evaluate(args.data, args.model, args.masks, args.seed, args.split, args.out, args.predictions,
-                     device, args.bf16, compile_model=args.compile)
+                     device, args.bf16, compile_model=args.compile, zeros_for_missing=args.zeros_for_missing)
     wide = table[table.metric.isin(["acc2_non0", "f1_non0", "mae"])].pivot(index="condition", columns="metric",
                                                                           values="value")
     print(wide.round(4).to_string())

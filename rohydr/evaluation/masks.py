@@ -5,7 +5,9 @@ A mask is a bool array (N, 3) in (l, a, v) order; True = the modality is availab
 - mr0.1 .. mr0.7: the IMDer missing-rate protocol, per sample: exact fractions of samples with two and
   with one missing modality (MR_FRACTIONS), the rest complete, which modalities remain uniform at random;
 - batch_mr0.7: the reference implementation's draw at MR 0.7 with batches of 32 in split order, one
-  pattern per batch (draw_batch_mr_masks).
+  pattern per batch (draw_batch_mr_masks);
+- all_patterns: every sample one of the seven patterns, in equal shares (draw_pattern_masks): the
+  validation condition of the all-pattern training protocol, which selects a model for every condition.
 Each condition has its own random stream, seeded by (seed, split, condition) only: the masks depend on
 nothing but the split sizes and the seed, so every variant of a seed is scored on identical masks.
 """
@@ -36,7 +38,9 @@ MR_CONDITIONS = tuple(f"mr{mr:.1f}" for mr in MR_FRACTIONS)
 BATCH_MR = 0.7
 BATCH_SIZE = 32  # the reference's MOSI batch size
 BATCH_CONDITION = f"batch_mr{BATCH_MR:.1f}"
-CONDITIONS = (*PATTERNS, *MR_CONDITIONS, BATCH_CONDITION)
+ALL_PATTERNS_CONDITION = "all_patterns"
+# appended conditions keep the random streams of the earlier ones (condition_rng indexes this tuple)
+CONDITIONS = (*PATTERNS, *MR_CONDITIONS, BATCH_CONDITION, ALL_PATTERNS_CONDITION)
 # condition -> nominal missing rate (absent for the fixed patterns)
 NOMINAL_MR = {**{f"mr{mr:.1f}": mr for mr in MR_FRACTIONS}, BATCH_CONDITION: BATCH_MR}
 MASK_SPLITS = ("valid", "test")
@@ -49,6 +53,8 @@ def protocol_of(condition: str) -> str:
         return "mr"
     if condition == BATCH_CONDITION:
         return "batch_mr"
+    if condition == ALL_PATTERNS_CONDITION:
+        return "all_patterns"
     raise KeyError(f"unknown condition {condition!r}; known: {', '.join(CONDITIONS)}")
 
 
@@ -93,6 +99,23 @@ def draw_mr_masks(n: int, mr: float, rng: np.random.Generator) -> np.ndarray:
     mask[order[:n_two]] = _rows_keeping(1, n_two, rng)
     mask[order[n_two:n_two + n_one]] = _rows_keeping(2, n_one, rng)
     return mask
+
+
+def draw_pattern_masks(n: int, weights: dict[str, float], rng: np.random.Generator) -> np.ndarray:
+    """Per-sample draw over availability patterns (name -> weight, e.g. the seven of PATTERNS): each
+    pattern gets its share of the n rows by largest remainder, rows assigned in random order; (n, 3) bool."""
+    names = [name for name, weight in weights.items() if weight > 0]
+    if not names:
+        raise RohydrError(f"pattern weights {weights}: at least one pattern needs a positive weight")
+    unknown = sorted(set(weights) - set(PATTERNS))
+    if unknown:
+        raise RohydrError(f"pattern weights name unknown pattern(s) {unknown}; known: {', '.join(PATTERNS)}")
+    shares = np.array([weights[name] for name in names], dtype=float)
+    exact = shares / shares.sum() * n
+    counts = np.floor(exact).astype(int)
+    counts[np.argsort(-(exact - counts), kind="stable")[:n - counts.sum()]] += 1
+    patterns = np.repeat(np.array([PATTERNS[name] for name in names], dtype=bool), counts, axis=0)
+    return patterns[rng.permutation(n)]
 
 
 def draw_batch_mr_masks(n: int, batch_size: int, mr: float, rng: np.random.Generator) -> np.ndarray:
@@ -140,6 +163,8 @@ def condition_mask(condition: str, n: int, rng: np.random.Generator) -> np.ndarr
         return pattern_mask(condition, n)
     if protocol == "mr":
         return draw_mr_masks(n, NOMINAL_MR[condition], rng)
+    if protocol == "all_patterns":
+        return draw_pattern_masks(n, {name: 1.0 for name in PATTERNS}, rng)
     return draw_batch_mr_masks(n, BATCH_SIZE, NOMINAL_MR[condition], rng)
 
 

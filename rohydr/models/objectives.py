@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from rohydr.models.rohydr import Output
+from rohydr.models.rohydr import Output, Recovery
 
 
 def _zero(like: torch.Tensor) -> torch.Tensor:
@@ -17,7 +17,10 @@ def _zero(like: torch.Tensor) -> torch.Tensor:
 
 def stage1_loss(out: Output, lambda_g: float) -> torch.Tensor:
     """Unimodal recovery: (diffusion loss + lambda_g * reconstruction loss) / (1 + lambda_g)."""
-    recovery = out.recovery
+    return recovery_loss(out.recovery, lambda_g)
+
+
+def recovery_loss(recovery: Recovery, lambda_g: float) -> torch.Tensor:
     return (recovery.diffusion_loss + lambda_g * recovery.reconstruction_loss) / (1 + lambda_g)
 
 

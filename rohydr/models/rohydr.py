@@ -35,7 +35,9 @@ from rohydr.models.dit import DiT1d
 from rohydr.models.discriminator import Discriminator
 from rohydr.models.emotion_head import EmotionHead
 from rohydr.models.feature_extractor import Feats, FeatureExtractor
+from rohydr.models.feature_statistics import FeatureStatistics
 from rohydr.models.fusion import FusionNetwork
+from rohydr.models.imputation import RidgeFill
 from rohydr.models.multimodal_reconstructor import MultimodalReconstructor
 from rohydr.models.noise_schedule import NoiseSchedule
 from rohydr.models.unimodal_reconstructor import UnimodalReconstructor
@@ -95,8 +97,8 @@ class RoHyDR(nn.Module):
         self.head = EmotionHead(fused_dim, config.output_dropout)
         schedule = config.diffusion
         self.schedule = NoiseSchedule(schedule.train_steps, schedule.beta_start, schedule.beta_end)
-        # max |extracted feature| per modality over the training set (clip_x0 "data"); set by training
-        self.register_buffer("feature_range", torch.full((len(MODALITIES),), float("inf")))
+        self.statistics = FeatureStatistics(self.seq_len, d)  # of the training split; set by training
+        self.ridge = RidgeFill(self.seq_len, d) if config.recovery == "ridge_fill" else None
         self.denoisers = {m: self.diffusion[m].denoise for m in MODALITIES}  # see compile_denoisers
 
     def compile_denoisers(self, **options) -> None:
@@ -146,6 +148,10 @@ class RoHyDR(nn.Module):
         if incomplete.numel() == 0:
             return Recovery(feats, {}, zero, zero, missing_rows, missing_index)
 
+        if self.config.recovery != "generative":
+            recovered = self._impute(feats, codes, device)
+            rec_feats = self._with_recovered(feats, recovered)
+            return Recovery(rec_feats, recovered, zero, zero, missing_rows, missing_index)
         rows_by_m, conds_by_m = self._conditions(feats, codes, device)
         steps = sampler_steps or (self.config.diffusion.train_sampler_steps if self.training
                                   else self.config.diffusion.sampler_steps)
@@ -154,23 +160,58 @@ class RoHyDR(nn.Module):
             if not rows_by_m[m]:
                 continue
             rows = torch.cat(rows_by_m[m])
-            if self.config.recovery == "zero_fill":
-                recovered[m] = (rows, feats[slot].new_zeros(len(rows), *feats[slot].shape[1:]))
-                continue
             start = noise[rows.to(noise.device), slot].to(device) if noise is not None else None
-            target = feats[slot][rows].detach() if with_losses else None
+            target = self._to_generator(m, feats[slot][rows].detach()) if with_losses else None
             values, diffusion_rows, reconstruction_rows = self._generate(
                 m, torch.cat(conds_by_m[m]), start, target, generator, steps)
-            recovered[m] = (rows, values)
+            recovered[m] = (rows, self._from_generator(m, values))
             if diffusion_rows is not None:
                 diffusion_sum = diffusion_sum + diffusion_rows.sum()
             if reconstruction_rows is not None:
-                reconstruction_sum = reconstruction_sum + reconstruction_rows.sum()
+                reconstruction_sum = reconstruction_sum + self._reconstruction_weight(m) * reconstruction_rows.sum()
 
         n = len(incomplete)
-        rec_feats = tuple(feats[slot].index_put((recovered[m][0],), recovered[m][1].to(feats[slot].dtype))
-                          if m in recovered else feats[slot] for slot, m in enumerate(MODALITIES))
+        rec_feats = self._with_recovered(feats, recovered)
         return Recovery(rec_feats, recovered, diffusion_sum / n, reconstruction_sum / n, missing_rows, missing_index)
+
+    @staticmethod
+    def _with_recovered(feats: Feats, recovered: dict) -> Feats:
+        return tuple(feats[slot].index_put((recovered[m][0],), recovered[m][1].to(feats[slot].dtype))
+                     if m in recovered else feats[slot] for slot, m in enumerate(MODALITIES))
+
+    def _impute(self, feats: Feats, codes: torch.Tensor, device: torch.device) -> dict:
+        """The imputation baselines' fill of every missing (row, modality): m -> (rows, values)."""
+        parts: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {m: [] for m in MODALITIES}
+        for code in sorted(set(codes.tolist()) - {7}):
+            rows = torch.nonzero(codes == code).squeeze(1).to(device)
+            available = {m: feats[slot][rows] for slot, (m, bit) in enumerate(zip(MODALITIES, PATTERN_BITS))
+                         if code & bit}
+            for slot, m in enumerate(MODALITIES):
+                if m not in available:
+                    parts[m].append((rows, self._fill(m, available, feats[slot][rows])))
+        return {m: (torch.cat([r for r, _ in found]), torch.cat([v for _, v in found]))
+                for m, found in parts.items() if found}
+
+    def _fill(self, m: str, available: dict[str, torch.Tensor], true: torch.Tensor) -> torch.Tensor:
+        """`true` gives only the shape and dtype of what is filled."""
+        recovery = self.config.recovery
+        if recovery == "zero_fill":
+            return torch.zeros_like(true)
+        if recovery == "mean_fill":
+            return self.statistics.sequence_mean[MODALITIES.index(m)].to(true.dtype).expand_as(true)
+        return self.ridge(available, m).to(true.dtype)
+
+    def _to_generator(self, m: str, x: torch.Tensor) -> torch.Tensor:
+        """Extracted features -> the generators' space (standardised per channel when configured)."""
+        return self.statistics.standardize(m, x) if self.config.standardize_features else x
+
+    def _from_generator(self, m: str, x: torch.Tensor) -> torch.Tensor:
+        return self.statistics.destandardize(m, x) if self.config.standardize_features else x
+
+    def _reconstruction_weight(self, m: str) -> torch.Tensor | float:
+        if self.config.reconstruction_weighting == "none" or self.config.standardize_features:
+            return 1.0
+        return 1.0 / self.statistics.variance[MODALITIES.index(m)]
 
     def _pattern_codes(self, avail: torch.Tensor, batch: int) -> torch.Tensor:
         avail = torch.as_tensor(avail).detach().cpu()
@@ -194,9 +235,8 @@ class RoHyDR(nn.Module):
         for code in sorted(set(codes.tolist()) - {7}):
             rows = torch.nonzero(codes == code).squeeze(1).to(device)
             present = [slot for slot, bit in enumerate(PATTERN_BITS) if code & bit]
-            cond = None
-            if self.config.recovery != "zero_fill":
-                cond = condition(self.mixers, {MODALITIES[slot]: feats[slot][rows] for slot in present})
+            cond = condition(self.mixers, {MODALITIES[slot]: self._to_generator(MODALITIES[slot], feats[slot][rows])
+                                           for slot in present})
             for slot, m in enumerate(MODALITIES):
                 if slot not in present:
                     rows_by_m[m].append(rows)
@@ -229,19 +269,30 @@ class RoHyDR(nn.Module):
 
     def _clip_x0(self, m: str) -> float | torch.Tensor | None:
         clip = self.config.diffusion.clip_x0
-        return self.feature_range[MODALITIES.index(m)] if clip == "data" else clip
+        if clip != "data":
+            return clip
+        ranges = self.statistics.standardized_range if self.config.standardize_features else self.statistics.raw_range
+        return ranges[MODALITIES.index(m)]
 
     @torch.no_grad()
-    def measure_feature_range(self, features, batch_size: int = 256) -> None:
-        """Set `feature_range` from the extracted features of `features` ((text, audio, vision), eval mode)."""
+    def extracted(self, features, batch_size: int = 256) -> Feats:
+        """The extracted features (l, a, v), each (N, T, d), of (text, audio, vision) inputs, in eval mode."""
         was_training = self.training
         self.eval()
-        peaks = torch.zeros(len(MODALITIES), device=self.feature_range.device)
-        for start in range(0, len(features[0]), batch_size):
-            feats = self.extract(*(x[start:start + batch_size] for x in features))
-            peaks = torch.maximum(peaks, torch.stack([f.abs().amax() for f in feats]).float())
-        self.feature_range.copy_(peaks)
+        batches = [self.extract(*(x[start:start + batch_size] for x in features))
+                   for start in range(0, len(features[0]), batch_size)]
         self.train(was_training)
+        return tuple(torch.cat(parts) for parts in zip(*batches))
+
+    @torch.no_grad()
+    def fit_feature_models(self, train_features, valid_features) -> dict[str, float]:
+        """Measure the training split's feature statistics and, for ridge_fill, fit the regressions (the
+        penalty chosen on the validation split); returns the ridge validation MSEs (empty otherwise)."""
+        train_feats = self.extracted(train_features)
+        self.statistics.measure([train_feats])
+        if self.ridge is None:
+            return {}
+        return self.ridge.fit(train_feats, self.extracted(valid_features))
 
     # ----------------------------------------------------------------------------------------------
     def forward(self, text: torch.Tensor, audio: torch.Tensor, vision: torch.Tensor, avail: torch.Tensor,

@@ -10,8 +10,10 @@
                      missing pattern: one point per method with its ± std interval over seeds.
 Which run is the main variant, which are baselines and their display names come from the command line
 (rohydr/reporting/methods.py), as do the colours: one per method, the same in every figure. Paths give
-variant and seed: results/{dataset}/{variant}/seed{seed}/{eval,train_log}.csv. Columns that a variant
-does not log (absent, empty or NaN) are skipped; a panel without any data is not drawn.
+run, protocol and seed: results/{dataset}/{run}/{protocol}/seed{seed}/{eval,train_log}.csv. Each figure
+shows one protocol per run: the MR curves the per-MR models where a run has them (the literature's
+protocol), the other figures the all-pattern model. Columns that a run does not log (absent, empty or
+NaN) are skipped; a panel without any data is not drawn.
 """
 from __future__ import annotations
 
@@ -31,7 +33,15 @@ from rohydr.errors import RohydrError  # noqa: E402
 from rohydr.evaluation.masks import MISSING_PATTERNS, MR_CONDITIONS, NOMINAL_MR, PATTERNS  # noqa: E402
 from rohydr.io import atomic_path  # noqa: E402
 from rohydr.reporting.methods import COMPONENT_CMAP, Methods, literature_colors  # noqa: E402
-from rohydr.reporting.tables import PATTERN_HEADERS, load_literature, read_evals, run_of  # noqa: E402
+from rohydr.reporting.evidence import PER_MR  # noqa: E402
+from rohydr.reporting.tables import (  # noqa: E402
+    ALL_PATTERNS,
+    COMPLETE_DATA,
+    PATTERN_HEADERS,
+    load_literature,
+    read_evals,
+    run_of,
+)
 
 STYLE = {
     "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
@@ -211,7 +221,9 @@ def mr_curves(long: pd.DataFrame, dataset: str, out_dir: Path, look: Look, peers
                 ax.set_xlabel("nominal missing rate (fraction of modality entries)")
         axes[1, col].legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, frameon=False)
     n_seeds = long.groupby("variant").seed.nunique().max()
-    fig.suptitle(f"{dataset}: accuracy under missing modalities (mean ± std over {seeds_text(n_seeds)})")
+    per_mr = sorted({look.label(r) for r in long[long.protocol == PER_MR].variant})
+    how = (f"; {', '.join(per_mr)}: one model per rate, the others one all-pattern model" if per_mr else "")
+    fig.suptitle(f"{dataset}: accuracy under missing modalities (mean ± std over {seeds_text(n_seeds)}{how})")
     return save(fig, out_dir, "mr_curves")
 
 
@@ -221,7 +233,7 @@ def read_train_logs(paths: list) -> pd.DataFrame:
     frames = []
     for raw in paths:
         path = Path(raw)
-        variant, seed = run_of(path)
+        variant, protocol, seed = run_of(path)
         try:
             frame = pd.read_csv(path)
         except FileNotFoundError:
@@ -231,10 +243,20 @@ def read_train_logs(paths: list) -> pd.DataFrame:
         if "epoch" not in frame.columns:
             raise RohydrError(f"train log {path}: no 'epoch' column; found {list(frame.columns)}")
         numeric = frame.apply(pd.to_numeric, errors="coerce")
-        frames.append(numeric.assign(variant=variant, seed=seed))
+        frames.append(numeric.assign(variant=variant, protocol=protocol, seed=seed))
     if not frames:
-        return pd.DataFrame(columns=["variant", "seed", "epoch"])
+        return pd.DataFrame(columns=["variant", "protocol", "seed", "epoch"])
     return pd.concat(frames, ignore_index=True)
+
+
+def one_protocol_per_run(frame: pd.DataFrame, preferred: tuple[str, ...]) -> pd.DataFrame:
+    """The rows of each run's first protocol in `preferred` that it has (others: its first one)."""
+    keep = []
+    for run, part in frame.groupby("variant", sort=False):
+        protocols = list(dict.fromkeys(part.protocol))
+        chosen = next((p for p in preferred if p in protocols), protocols[0])
+        keep.append(part[part.protocol == chosen])
+    return pd.concat(keep, ignore_index=True) if keep else frame
 
 
 def columns_with_data(logs: pd.DataFrame, columns: list[str]) -> list[str]:
@@ -401,14 +423,16 @@ def plots(dataset: str, eval_paths: list, train_logs: list, out_dir, methods: Me
     out_dir = Path(out_dir)
     methods = methods or Methods()
     long = read_evals(eval_paths)
-    logs = read_train_logs(train_logs)
+    logs = one_protocol_per_run(read_train_logs(train_logs), (ALL_PATTERNS,))
     peers = load_literature(literature, peers_key)
     runs = [*dict.fromkeys([*long.variant, *logs.variant])]
     methods.check(runs)
     look = Look(methods, methods.colors(runs))
+    rates = one_protocol_per_run(long, (PER_MR, ALL_PATTERNS, COMPLETE_DATA))
+    patterns = one_protocol_per_run(long, (ALL_PATTERNS, COMPLETE_DATA))
     with plt.rc_context(STYLE):
-        return [*mr_curves(long, dataset, out_dir, look, peers), *training_curves(logs, dataset, out_dir, look),
-                *recovery_quality(long, dataset, out_dir, look)]
+        return [*mr_curves(rates, dataset, out_dir, look, peers), *training_curves(logs, dataset, out_dir, look),
+                *recovery_quality(patterns, dataset, out_dir, look)]
 
 
 def cli_plots(args) -> int:

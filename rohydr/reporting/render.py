@@ -20,7 +20,7 @@ import pandas as pd
 from rohydr.io import write_text_atomic
 
 PERCENT_METRICS = {"acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "acc5", "acc7"}
-LOWER_IS_BETTER = {"mae"}
+LOWER_IS_BETTER = {"mae", *(f"{prefix}rec_mse_{m}" for prefix in ("", "ratio_") for m in "lav")}
 METRIC_LABELS = {"acc2_non0": "Acc-2", "f1_non0": "F1", "mae": "MAE"}
 DASH = "–"
 EXTENSIONS = ("md", "tex", "html", "csv")
@@ -31,6 +31,17 @@ class Stat:
     mean: float
     std: float = math.nan  # NaN: one seed, or a quoted number
     n: int = 0  # seeds; 0 for quoted literature
+    low: float = math.nan  # 95 % interval over test rows and seeds (rohydr/reporting/uncertainty.py)
+    high: float = math.nan
+    flag: str = ""  # printed after the cell: SIGNIFICANT or COLLAPSED
+
+    @property
+    def has_interval(self) -> bool:
+        return bool(np.isfinite(self.low) and np.isfinite(self.high))
+
+
+SIGNIFICANT = "*"  # a difference whose 95 % interval excludes 0
+COLLAPSED = "†"  # predictions (nearly) constant or of one sign on some seed
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,7 @@ class Column:
 @dataclass
 class Row:
     label: str
-    kind: str  # "ours" | "quoted"
+    kind: str  # "ours" | "bound" (this project's numbers of a ceiling, not ranked) | "quoted"
     block: str  # rows of one block stay together; a rule separates blocks
     source: str = ""
     cells: dict[Column, Stat] = field(default_factory=dict)
@@ -71,7 +82,7 @@ def pair_columns(group: str, condition: str, metrics=("acc2_non0", "f1_non0")) -
 # ----------------------------------------------------------------------------- numbers and marks
 
 def _number(metric: str, value: float, signed: bool = False) -> str:
-    if metric == "mae":
+    if metric == "mae" or metric.startswith(("rec_", "ratio_")):
         return f"{value:.3f}"
     scaled = value * 100 if metric in PERCENT_METRICS else value
     return f"{scaled:+.1f}" if signed else f"{scaled:.1f}"
@@ -87,9 +98,18 @@ def stat_parts(metric: str, stat: Stat) -> tuple[str, str | None]:
     return mean, _number(metric, stat.std)
 
 
+def interval_text(metric: str, stat: Stat) -> str | None:
+    if not stat.has_interval:
+        return None
+    signed = metric.startswith("delta_")
+    return f"[{_number(metric, stat.low, signed)}, {_number(metric, stat.high, signed)}]"
+
+
 def stat_text(metric: str, stat: Stat) -> str:
     mean, std = stat_parts(metric, stat)
-    return mean if std is None else f"{mean} ± {std}"
+    text = mean if std is None else f"{mean} ± {std}"
+    interval = interval_text(metric, stat)
+    return (text if interval is None else f"{text} {interval}") + stat.flag
 
 
 def marks(table: Table) -> dict[tuple[int, Column], str]:
@@ -115,6 +135,8 @@ def marks_note(table: Table, best: str, second: str) -> str:
             "(compared as printed; ties share the mark)")
     if any(row.kind == "quoted" for row in table.rows):
         note += "; quoted rows are not ranked"
+    if any(row.kind == "bound" for row in table.rows):
+        note += "; the optimum is not ranked"
     if any(not c.ranked for c in table.columns):
         note += "; Δ columns are not ranked"
     return note + "."
@@ -147,7 +169,8 @@ def to_markdown(table: Table) -> str:
 
 LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$",
                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                 "±": r"$\pm$", "Δ": r"$\Delta$", "–": "--", "≥": r"$\geq$"}
+                 "±": r"$\pm$", "Δ": r"$\Delta$", "–": "--", "≥": r"$\geq$", "†": r"$^\dagger$",
+                 "*": r"$^*$"}
 
 
 def latex_escape(text: str) -> str:
@@ -217,6 +240,7 @@ tr.quoted td { color: #555; font-style: italic; }
 tbody tr:hover td { background: #f3f6fa; }
 p.notes { max-width: 80em; font-size: 13px; color: #333; }
 span.sd { font-size: 85%; color: #555; }
+span.ci { font-size: 78%; color: #777; }
 """
 
 
@@ -224,8 +248,11 @@ def html_cell(row: Row, column: Column) -> str:
     """The mean, with its std in smaller grey type so that columns of means read at a glance."""
     if column in row.text or column not in row.cells:
         return html.escape(cell_text(row, column))
-    mean, std = stat_parts(column.metric, row.cells[column])
-    return html.escape(mean) + (f'<span class="sd"> ± {html.escape(std)}</span>' if std is not None else "")
+    stat = row.cells[column]
+    mean, std = stat_parts(column.metric, stat)
+    interval = interval_text(column.metric, stat)
+    return (html.escape(mean) + (f'<span class="sd"> ± {html.escape(std)}</span>' if std is not None else "")
+            + (f' <br><span class="ci">{html.escape(interval)}</span>' if interval else "") + html.escape(stat.flag))
 
 
 def to_html(table: Table) -> str:
@@ -262,12 +289,14 @@ def to_long_csv(table: Table, dataset: str) -> str:
             if stat is None:
                 continue
             # our accuracies are fractions; quoted ones and the deltas are already in % / points
-            scale = 100.0 if row.kind == "ours" and column.metric in PERCENT_METRICS else 1.0
+            scale = 100.0 if row.kind != "quoted" and column.metric in PERCENT_METRICS else 1.0
             unit = "%" if column.metric in PERCENT_METRICS else "pp" if column.metric.startswith("delta_") else ""
             records.append({"dataset": dataset, "row": row.label, "kind": row.kind, "source": row.source,
                             "column": column.group, "condition": column.condition, "metric": column.metric,
-                            "mean": stat.mean * scale, "std": stat.std * scale, "n_seeds": stat.n, "unit": unit})
-    columns = ["dataset", "row", "kind", "source", "column", "condition", "metric", "mean", "std", "n_seeds", "unit"]
+                            "mean": stat.mean * scale, "std": stat.std * scale, "ci_low": stat.low * scale,
+                            "ci_high": stat.high * scale, "flag": stat.flag, "n_seeds": stat.n, "unit": unit})
+    columns = ["dataset", "row", "kind", "source", "column", "condition", "metric", "mean", "std", "ci_low",
+               "ci_high", "flag", "n_seeds", "unit"]
     return pd.DataFrame(records, columns=columns).to_csv(index=False, float_format="%.6g")
 
 

@@ -1,53 +1,73 @@
-"""`rohydr aggregate`: paper-style tables over seeds and variants from the eval.csv files.
+"""`rohydr aggregate`: paper-style tables over runs, protocols and seeds.
 
-Inputs: eval.csv files at results/{dataset}/{variant}/seed{seed}/eval.csv, tidy `condition,metric,value`
-(accuracies and F1 as fractions). Outputs in --out-dir, each written atomically:
-- seeds.csv        every value per seed: dataset, variant, seed, condition, metric, value
-- all_metrics.csv  dataset, variant, condition, metric, mean, std, n_seeds over seeds. std uses
-                   ddof=1 and is empty (NaN) for a single seed: one seed has no spread to report, and a
-                   0 would read as "perfectly stable". Two derived conditions are added per seed before
-                   averaging: avg_patterns (mean over the six missing patterns) and avg_mr (mean over
-                   mr0.1 .. mr0.7), each only for seeds that have all of their conditions.
-- missing_patterns, missing_rates and (with --ablation) ablation tables, each as .md, .tex (a
-  standalone LaTeX document), .html (for the Snakemake report) and .csv (rohydr/reporting/render.py).
-  Acc-2 and F1 (non-0) in percent are separate columns, each "mean ± std" over seeds (mean alone for
-  one seed or for quoted literature), "–" where a row has no value; best and second best of this
-  project's rows are marked per column. The table CSVs are long: one line per (row, column, metric)
-  with mean, std, n_seeds (0 for quoted rows) and unit.
-Which run is the main variant, which are baselines and how each is named come from the command line
-(the workflow config): see rohydr/reporting/methods.py.
+Inputs: eval.csv files at results/{dataset}/{run}/{protocol}/seed{seed}/eval.csv, tidy
+`condition,metric,value` (accuracies and F1 as fractions), and, for the intervals, the
+predictions.csv.gz beside each and the test masks of every seed (--masks; rohydr/reporting/evidence.py).
+Protocols: `all_patterns` (one model for every condition), `mr0.1` .. `mr0.7` (one model per rate; the
+tables take rate x from the model of rate x, as the pseudo-protocol `per_mr`), `complete_data` (runs
+built on the pretrained backbone). Outputs in --out-dir, each written atomically:
+- seeds.csv        every value per seed: dataset, variant (the run), protocol, seed, condition, metric, value
+- all_metrics.csv  dataset, variant, protocol, condition, metric, mean, std, n_seeds over seeds. std uses
+                   ddof=1 and is empty (NaN) for a single seed. Two derived conditions are added per seed
+                   before averaging: avg_patterns (mean over the six missing patterns; for recovery metrics
+                   over the patterns that lack the modality) and avg_mr (mean over mr0.1 .. mr0.7), each
+                   only for seeds that have all of their conditions.
+- missing_patterns, missing_rates, ablation (with --ablation), gap_closed and recovery tables, each as .md,
+  .tex (a standalone LaTeX document), .html (for the Snakemake report) and .csv (rohydr/reporting/render.py).
+  Cells are "mean ± std" over seeds with, given the predictions, a 95 % interval over test rows and seeds
+  (rohydr/reporting/uncertainty.py); best and second best of this project's rows are marked per column.
+Which run is the main variant, which are baselines, which is the floor and how each is named come from the
+command line (the workflow config): see rohydr/reporting/methods.py.
 """
 from __future__ import annotations
 
 import math
 import re
+import sys
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from rohydr import MODALITIES
+from rohydr.data.optimum import score_masks
 from rohydr.errors import RohydrError
-from rohydr.evaluation.masks import BATCH_CONDITION, CONDITIONS, MISSING_PATTERNS, MR_CONDITIONS, NOMINAL_MR
+from rohydr.evaluation.masks import BATCH_CONDITION, CONDITIONS, MISSING_PATTERNS, MR_CONDITIONS, NOMINAL_MR, PATTERNS
 from rohydr.evaluation.metrics import METRICS
 from rohydr.io import write_text_atomic
+from rohydr.reporting.evidence import AVERAGES, OPTIMUM, PER_MR, Evidence
 from rohydr.reporting.methods import Methods
-from rohydr.reporting.render import Column, Row, Stat, Table, pair_columns, to_markdown, write_table
+from rohydr.reporting.render import (
+    COLLAPSED,
+    SIGNIFICANT,
+    Column,
+    Row,
+    Stat,
+    Table,
+    pair_columns,
+    to_markdown,
+    write_table,
+)
 
-DERIVED = {"avg_patterns": MISSING_PATTERNS, "avg_mr": MR_CONDITIONS}
 PAIR = ("acc2_non0", "f1_non0")
 PEER_COLUMNS = ("dataset", "method", "source", "condition", "acc2_non0", "f1_non0")
 
 
 # ----------------------------------------------------------------------------- reading
 
-def run_of(path: Path) -> tuple[str, int]:
-    """(variant, seed) from .../{variant}/seed{seed}/eval.csv."""
+COMPLETE_DATA = "complete_data"  # the protocol folder of the runs built on the pretrained backbone
+ALL_PATTERNS = "all_patterns"
+
+
+def run_of(path: Path) -> tuple[str, str, int]:
+    """(run, protocol, seed) from .../{run}/{protocol}/seed{seed}/eval.csv."""
     match = re.fullmatch(r"seed(\d+)", path.parent.name)
-    if not match or not path.parent.parent.name:
-        raise RohydrError(f"eval {path}: expected a path .../{{variant}}/seed{{seed}}/{path.name}, "
+    if not match or not path.parent.parent.name or not path.parent.parent.parent.name:
+        raise RohydrError(f"eval {path}: expected a path .../{{run}}/{{protocol}}/seed{{seed}}/{path.name}, "
                           f"found folder {path.parent.name!r}")
-    return path.parent.parent.name, int(match.group(1))
+    return path.parent.parent.parent.name, path.parent.parent.name, int(match.group(1))
 
 
 def read_eval(path: Path) -> pd.DataFrame:
@@ -73,32 +93,63 @@ def read_eval(path: Path) -> pd.DataFrame:
     return table.assign(value=values)[["condition", "metric", "value"]]
 
 
+LONG_COLUMNS = ["variant", "protocol", "seed", "condition", "metric", "value"]
+
+
 def read_evals(paths: list) -> pd.DataFrame:
-    """variant, seed, condition, metric, value; variants keep their order of first appearance."""
+    """variant (the run), protocol, seed, condition, metric, value; runs keep their order of first
+    appearance. Adds the per-MR source (rate x's condition from the model trained at x) and the averages."""
     frames, seen = [], {}
     for raw in paths:
         path = Path(raw)
-        variant, seed = run_of(path)
-        if (variant, seed) in seen:
-            raise RohydrError(f"eval {path}: variant {variant!r} seed {seed} already given by {seen[variant, seed]}")
-        seen[variant, seed] = path
-        frames.append(read_eval(path).assign(variant=variant, seed=seed))
+        run, protocol, seed = run_of(path)
+        if (run, protocol, seed) in seen:
+            raise RohydrError(f"eval {path}: run {run!r} protocol {protocol!r} seed {seed} already given by "
+                              f"{seen[run, protocol, seed]}")
+        seen[run, protocol, seed] = path
+        frames.append(read_eval(path).assign(variant=run, protocol=protocol, seed=seed))
     if not frames:
         raise RohydrError("aggregate: no eval.csv given")
-    long = pd.concat(frames, ignore_index=True)[["variant", "seed", "condition", "metric", "value"]]
-    return with_averages(long)
+    long = pd.concat(frames, ignore_index=True)[LONG_COLUMNS]
+    return with_averages(with_per_mr(long))
+
+
+def with_per_mr(long: pd.DataFrame) -> pd.DataFrame:
+    """Rows of protocol `per_mr`: each rate's condition from the model trained at that rate."""
+    own_rate = long[long.protocol.isin(MR_CONDITIONS) & (long.condition == long.protocol)]
+    return pd.concat([long, own_rate.assign(protocol=PER_MR)], ignore_index=True)
+
+
+def _averaged_members(name: str, metric: str) -> tuple[str, ...]:
+    if name == "avg_patterns" and metric.startswith("rec_"):  # a modality is recovered where it is missing
+        slot = MODALITIES.index(metric[-1])
+        return tuple(p for p in MISSING_PATTERNS if not PATTERNS[p][slot])
+    return AVERAGES[name]
 
 
 def with_averages(long: pd.DataFrame) -> pd.DataFrame:
     """Adds the per-seed means over the missing patterns (avg_patterns) and missing rates (avg_mr)."""
     derived = []
-    for name, members in DERIVED.items():
+    keys = ["variant", "protocol", "seed", "metric"]
+    for name, members in AVERAGES.items():
         part = long[long.condition.isin(members)].dropna(subset=["value"])
-        grouped = part.groupby(["variant", "seed", "metric"], sort=False)["value"]
-        stats = grouped.agg(["mean", "count"]).reset_index()
-        stats = stats[stats["count"] == len(members)]
+        stats = part.groupby(keys, sort=False)["value"].agg(["mean", "count"]).reset_index()
+        expected = stats.metric.map(lambda metric: len(_averaged_members(name, metric)))
+        stats = stats[stats["count"] == expected]
         derived.append(stats.assign(condition=name, value=stats["mean"])[long.columns])
     return pd.concat([long, *derived], ignore_index=True)
+
+
+def optimum_long(evidence: Evidence | None) -> pd.DataFrame:
+    """The optimum's metrics per seed's masks and condition, in the layout of read_evals."""
+    if evidence is None or evidence.optimum is None:
+        return pd.DataFrame(columns=LONG_COLUMNS)
+    rows = []
+    for seed, by_condition in evidence.masks.items():
+        for condition, mask in by_condition.items():
+            for metric, value in score_masks(evidence.optimum, evidence.labels, mask).items():
+                rows.append((*OPTIMUM, seed, condition, metric, value))
+    return with_averages(pd.DataFrame(rows, columns=LONG_COLUMNS))
 
 
 # ----------------------------------------------------------------------------- summaries
@@ -109,33 +160,65 @@ def _order(values, known) -> dict:
 
 
 def summarize(long: pd.DataFrame) -> pd.DataFrame:
-    """variant, condition, metric, mean, std (ddof=1, NaN for one seed), n_seeds."""
-    grouped = long.dropna(subset=["value"]).groupby(["variant", "condition", "metric"], sort=False)["value"]
-    stats = grouped.agg(mean="mean", std="std", n_seeds="count").reset_index()
+    """variant, protocol, condition, metric, mean, std (ddof=1, NaN for one seed), n_seeds."""
+    keys = ["variant", "protocol", "condition", "metric"]
+    stats = long.dropna(subset=["value"]).groupby(keys, sort=False)["value"].agg(
+        mean="mean", std="std", n_seeds="count").reset_index()
     variant_rank = {v: i for i, v in enumerate(dict.fromkeys(long.variant))}
-    condition_rank = _order(stats.condition, [*CONDITIONS, *DERIVED])
+    protocol_rank = _order(stats.protocol, [ALL_PATTERNS, PER_MR, *MR_CONDITIONS, COMPLETE_DATA])
+    condition_rank = _order(stats.condition, [*CONDITIONS, *AVERAGES])
     metric_rank = _order(stats.metric, [*METRICS, "missing_rate"])
-    key = pd.DataFrame({"v": stats.variant.map(variant_rank), "c": stats.condition.map(condition_rank),
-                        "m": stats.metric.map(metric_rank)})
-    return stats.loc[key.sort_values(["v", "c", "m"], kind="stable").index].reset_index(drop=True)
+    key = pd.DataFrame({"v": stats.variant.map(variant_rank), "p": stats.protocol.map(protocol_rank),
+                        "c": stats.condition.map(condition_rank), "m": stats.metric.map(metric_rank)})
+    return stats.loc[key.sort_values(["v", "p", "c", "m"], kind="stable").index].reset_index(drop=True)
 
 
-def stats_lookup(summary: pd.DataFrame) -> dict[tuple[str, str, str], Stat]:
-    return {(r.variant, r.condition, r.metric): Stat(r.mean, r.std, int(r.n_seeds))
-            for r in summary.itertuples(index=False)}
+class Cells:
+    """Every table cell of a source: mean ± std over seeds from the eval files, the 95 % interval and
+    the collapse mark from the per-row predictions where they were given."""
+
+    def __init__(self, summary: pd.DataFrame, evidence: Evidence | None):
+        self.stats = {(r.variant, r.protocol, r.condition, r.metric): Stat(r.mean, r.std, int(r.n_seeds))
+                      for r in summary.itertuples(index=False)}
+        self.evidence = evidence
+        self.collapses: dict[tuple, list] = {}
+
+    def has(self, source, condition: str, metric: str) -> bool:
+        return (*source, condition, metric) in self.stats
+
+    def protocols(self, run: str) -> set[str]:
+        return {protocol for variant, protocol, _, _ in self.stats if variant == run}
+
+    def stat(self, source, condition: str, metric: str) -> Stat | None:
+        found = self.stats.get((*source, condition, metric))
+        if found is None or self.evidence is None:
+            return found
+        stat = Stat(found.mean, found.std, found.n)
+        interval = self.evidence.estimate(source, condition, metric)
+        if interval is not None:
+            stat.low, stat.high = interval.low, interval.high
+        if metric in PAIR:
+            key = (source, condition)
+            if key not in self.collapses:
+                self.collapses[key] = self.evidence.collapsed(source, condition)
+            stat.flag = COLLAPSED if self.collapses[key] else ""
+        return stat
+
+    def warnings(self) -> list[str]:
+        return [f"warning: run {source[0]} ({source[1]}) seed {seed} collapsed on {condition}: {why}"
+                for (source, condition), found in self.collapses.items() for seed, why in found
+                if not condition.startswith("avg_")]
 
 
-def ours_row(run: str, methods: Methods, lookup: dict, columns: list[Column]) -> Row:
-    block = "baselines" if methods.role(run) == "baseline" else "variants"
-    row = Row(methods.label(run), "ours", block)
+def source_row(label: str, block: str, source, cells: Cells, columns: list[Column], conditions=None) -> Row:
+    """A row of this project's numbers; `conditions`: only these columns (default: all)."""
+    row = Row(label, "ours", block)
     for column in columns:
-        if (run, column.condition, column.metric) in lookup:
-            row.cells[column] = lookup[run, column.condition, column.metric]
+        if conditions is None or column.condition in conditions:
+            stat = cells.stat(source, column.condition, column.metric)
+            if stat is not None:
+                row.cells[column] = stat
     return row
-
-
-def ours_rows(runs: list[str], methods: Methods, lookup: dict, columns: list[Column]) -> list[Row]:
-    return [ours_row(run, methods, lookup, columns) for run in methods.ordered(runs)]
 
 
 # ----------------------------------------------------------------------------- literature
@@ -192,17 +275,58 @@ def quoted_rows(peers: pd.DataFrame, columns: list[Column], average: tuple[str, 
 # ----------------------------------------------------------------------------- tables
 
 PATTERN_HEADERS = {"l": "{l}", "a": "{a}", "v": "{v}", "la": "{l,a}", "lv": "{l,v}", "av": "{a,v}"}
+OPTIMUM_LABEL = "Optimum (Bayes, from the generative model)"
+
+
+@dataclass
+class Context:
+    """What every table draws on."""
+
+    dataset: str
+    methods: Methods
+    cells: Cells
+    runs: list[str]  # evaluated runs, in table order
+    peers: pd.DataFrame
+    floor: str | None  # the run whose scores are the floor of the gap table
+
+    def block(self, run: str) -> str:
+        return "baselines" if self.methods.role(run) == "baseline" else "variants"
+
+    def has_optimum(self) -> bool:
+        return bool(self.cells.protocols(OPTIMUM[0]))
+
+    def sources(self, protocols: tuple[str, ...], suffix: str = "") -> list[tuple[str, str, tuple]]:
+        """(label, block, source) of each run with one of the protocols (the first it has)."""
+        found = []
+        for run in self.runs:
+            protocol = next((p for p in protocols if p in self.cells.protocols(run)), None)
+            if protocol is not None:
+                found.append((self.methods.label(run) + suffix, self.block(run), (run, protocol)))
+        return found
+
+    def optimum_sources(self) -> list[tuple[str, str, tuple]]:
+        return [(OPTIMUM_LABEL, "bounds", OPTIMUM)] if self.has_optimum() else []
+
+
+def rows_of(ctx: Context, sources, columns: list[Column]) -> list[Row]:
+    rows = [source_row(label, block, source, ctx.cells, columns) for label, block, source in sources]
+    for row, (_, _, source) in zip(rows, sources):
+        if source == OPTIMUM:
+            row.kind = "bound"  # a ceiling, not a competitor: not ranked
+    return rows
 
 
 def seeds_phrase(rows: list[Row]) -> str:
-    counts = sorted({stat.n for row in rows if row.kind == "ours" for stat in row.cells.values()})
+    counts = sorted({stat.n for row in rows if row.kind != "quoted" for stat in row.cells.values()})
+    intervals = any(stat.has_interval for row in rows for stat in row.cells.values())
+    suffix = " [95 % interval over test rows and seeds]" if intervals else ""
     if not counts:
         return "no seeds"
     if counts == [1]:
-        return "1 seed (no std)"
+        return "1 seed (no std)" + suffix
     if len(counts) == 1:
-        return f"mean ± std over {counts[0]} seeds"
-    return f"mean ± std over {counts[0]}–{counts[-1]} seeds (n per row in the CSV)"
+        return f"mean ± std over {counts[0]} seeds" + suffix
+    return f"mean ± std over {counts[0]}–{counts[-1]} seeds (n per row in the CSV)" + suffix
 
 
 def quoted_note(rows: list[Row]) -> list[str]:
@@ -220,14 +344,43 @@ def complete_only_note(rows: list[Row]) -> list[str]:
     return [f"{', '.join(names)}: scored on complete inputs only (no modality missing), hence – elsewhere."]
 
 
-def patterns_table(dataset: str, runs: list[str], methods: Methods, lookup: dict, peers: pd.DataFrame) -> Table:
+def interval_notes(rows: list[Row]) -> list[str]:
+    notes = []
+    if any(stat.has_interval for row in rows for stat in row.cells.values()):
+        notes.append("[a, b]: 95 % interval of the mean, from bootstrap resamples of the test rows and the spread "
+                     "over seeds (rohydr/reporting/uncertainty.py).")
+    if any(stat.flag == COLLAPSED for row in rows for stat in row.cells.values()):
+        notes.append(f"{COLLAPSED}: on at least one seed the predictions are (nearly) constant or of one sign "
+                     "(see the aggregate log).")
+    if any(stat.flag == SIGNIFICANT for row in rows for stat in row.cells.values()):
+        notes.append(f"{SIGNIFICANT}: the difference's 95 % interval excludes 0.")
+    return notes
+
+
+def bounds_note(ctx: Context, rows: list[Row]) -> list[str]:
+    notes = []
+    if any(row.label == OPTIMUM_LABEL for row in rows):
+        notes.append("Optimum: the Bayes-optimal prediction from the available modalities, computed from the "
+                     "synthetic data's generative model (the ceiling).")
+    if ctx.floor in ctx.runs:
+        notes.append(f"{ctx.methods.label(ctx.floor)}: the complete-data backbone fed zeros for the missing "
+                     "modalities, without missing-modality training (the floor).")
+    return notes
+
+
+def table_notes(ctx: Context, rows: list[Row], first: list[str]) -> list[str]:
+    return first + bounds_note(ctx, rows) + complete_only_note(rows) + interval_notes(rows) + quoted_note(rows)
+
+
+def patterns_table(ctx: Context) -> Table:
     groups = {**{PATTERN_HEADERS[p]: p for p in MISSING_PATTERNS}, "Avg.": "avg_patterns", "Complete": "complete"}
     columns = [column for header, condition in groups.items() for column in pair_columns(header, condition)]
-    rows = ours_rows(runs, methods, lookup, columns)
-    rows += quoted_rows(peers, columns, ("avg_patterns", MISSING_PATTERNS))
-    title = f"Missing patterns, {dataset}: Acc-2 and F1 (non-0) in %, {seeds_phrase(rows)}"
-    notes = ["Columns name the AVAILABLE modalities; Avg. is the mean of the six missing patterns per seed."]
-    return Table("missing_patterns", title, columns, rows, notes + complete_only_note(rows) + quoted_note(rows))
+    rows = rows_of(ctx, ctx.sources((ALL_PATTERNS, COMPLETE_DATA)) + ctx.optimum_sources(), columns)
+    rows += quoted_rows(ctx.peers, columns, ("avg_patterns", MISSING_PATTERNS))
+    title = f"Missing patterns, {ctx.dataset}: Acc-2 and F1 (non-0) in %, {seeds_phrase(rows)}"
+    notes = ["Columns name the AVAILABLE modalities; Avg. is the mean of the six missing patterns per seed. "
+             "Trained runs: one model per seed trained and selected on every availability pattern."]
+    return Table("missing_patterns", title, columns, rows, table_notes(ctx, rows, notes))
 
 
 def realized_rates(long: pd.DataFrame) -> dict[str, float]:
@@ -235,33 +388,48 @@ def realized_rates(long: pd.DataFrame) -> dict[str, float]:
     return rates.to_dict()
 
 
-def rates_table(dataset: str, runs: list[str], methods: Methods, lookup: dict, peers: pd.DataFrame,
-                realized: dict) -> Table:
+def rates_table(ctx: Context, realized: dict) -> Table:
     def header(condition: str, prefix: str = "") -> str:
         rate = realized.get(condition)
         nominal = f"{prefix}{NOMINAL_MR[condition]:.1f}"
         return f"{nominal} ({rate:.2f})" if rate is not None and np.isfinite(rate) else nominal
 
     groups = {"0 (complete)": "complete", **{header(c): c for c in MR_CONDITIONS}, "Avg.": "avg_mr"}
-    if any((run, BATCH_CONDITION, PAIR[0]) in lookup for run in runs):
+    if any(ctx.cells.has(source, BATCH_CONDITION, PAIR[0]) for _, _, source in ctx.sources((ALL_PATTERNS,))):
         groups[header(BATCH_CONDITION, "per-batch ")] = BATCH_CONDITION
     columns = [column for group, condition in groups.items() for column in pair_columns(group, condition)]
-    rows = ours_rows(runs, methods, lookup, columns)
-    rows += quoted_rows(peers, [c for c in columns if c.condition != BATCH_CONDITION], ("avg_mr", MR_CONDITIONS))
-    title = f"Missing rates, {dataset}: Acc-2 and F1 (non-0) in %, {seeds_phrase(rows)}"
+    per_mr = ctx.sources((PER_MR,), " (per-MR)")
+    sources = per_mr + ctx.sources((ALL_PATTERNS,), " (all-pattern)" if per_mr else "")
+    sources += ctx.sources((COMPLETE_DATA,)) + ctx.optimum_sources()
+    rows = rows_of(ctx, sources, columns)
+    rows += quoted_rows(ctx.peers, [c for c in columns if c.condition != BATCH_CONDITION], ("avg_mr", MR_CONDITIONS))
+    title = f"Missing rates, {ctx.dataset}: Acc-2 and F1 (non-0) in %, {seeds_phrase(rows)}"
     notes = ["Headers: nominal missing rate (realized rate on the saved masks); 0 is the complete condition; "
              "Avg. is the mean over MR 0.1-0.7 per seed."]
+    if per_mr:
+        notes.append("(per-MR): one model per rate, trained and selected at that rate and scored at it alone, as "
+                     "the quoted papers do; (all-pattern): one model per seed for every rate.")
     if BATCH_CONDITION in groups.values():
         notes.append("per-batch 0.7: the reference implementation's draw (one pattern per batch of 32), "
                      "not part of Avg.")
-    return Table("missing_rates", title, columns, rows, notes + complete_only_note(rows) + quoted_note(rows))
+    return Table("missing_rates", title, columns, rows, table_notes(ctx, rows, notes))
 
 
-def paired_delta(long: pd.DataFrame, variant: str, reference: str, condition: str, metric: str) -> Stat | None:
-    """Per-seed difference to the reference row on the seeds both have (same seed: same masks), in %."""
+def paired_delta(ctx: Context, long: pd.DataFrame, source, reference, condition: str, metric: str) -> Stat | None:
+    """Difference to the reference source on the seeds both have (same seed: same masks), in points;
+    with per-row predictions, its 95 % interval and the significance mark."""
+    if ctx.cells.evidence is not None:
+        found = ctx.cells.evidence.difference(source, reference, condition, metric)
+        if found is not None:
+            significant = found.low > 0 or found.high < 0
+            return Stat(found.mean * 100, found.std * 100, found.n, found.low * 100, found.high * 100,
+                        SIGNIFICANT if significant else "")
     part = long[(long.condition == condition) & (long.metric == metric)].dropna(subset=["value"])
-    mine = part[part.variant == variant].set_index("seed")["value"]
-    ref = part[part.variant == reference].set_index("seed")["value"]
+
+    def per_seed(of):
+        return part[(part.variant == of[0]) & (part.protocol == of[1])].set_index("seed")["value"]
+
+    mine, ref = per_seed(source), per_seed(reference)
     common = mine.index.intersection(ref.index)
     if common.empty:
         return None
@@ -278,51 +446,159 @@ def ablation_rows(requested: list[str], runs: list[str], methods: Methods) -> li
     return names + [b for b in methods.ordered(runs) if methods.role(b) == "baseline" and b not in names]
 
 
-def ablation_table(dataset: str, requested: list[str], runs: list[str], methods: Methods, lookup: dict,
-                   long: pd.DataFrame) -> Table:
-    names = ablation_rows(requested, runs, methods)
-    reference = names[0]
+def ablation_table(ctx: Context, requested: list[str], long: pd.DataFrame) -> Table:
+    trained = [run for run in ctx.runs if ALL_PATTERNS in ctx.cells.protocols(run)]
+    names = ablation_rows(requested, [r for r in ctx.runs if r in trained or ctx.methods.role(r) == "baseline"],
+                          ctx.methods)
+    sources = {label: entry for label, *entry in ctx.sources((ALL_PATTERNS, COMPLETE_DATA))}
+    by_run = {source[0]: (label, block, source) for label, (block, source) in sources.items()}
+    reference = by_run[names[0]][2]
     columns = [*pair_columns("Avg. patterns", "avg_patterns"), *pair_columns("Avg. MR", "avg_mr"),
                *pair_columns("Complete", "complete"), Column("MAE", "patterns", "avg_patterns", "mae")]
-    deltas = [Column(f"Δ Acc-2 vs {methods.label(reference)}", label, condition, "delta_acc2_non0")
+    deltas = [Column(f"Δ Acc-2 vs {ctx.methods.label(names[0])}", label, condition, "delta_acc2_non0")
               for label, condition in (("patterns", "avg_patterns"), ("MR", "avg_mr"))]
     rows = []
     for name in names:
-        row = ours_row(name, methods, lookup, columns)
+        label, block, source = by_run[name]
+        row = source_row(label, block, source, ctx.cells, columns)
         for column in deltas:
-            if name == reference:
+            if source == reference:
                 row.text[column] = "ref."
-            elif (delta := paired_delta(long, name, reference, column.condition, PAIR[0])) is not None:
+            elif (delta := paired_delta(ctx, long, source, reference, column.condition, PAIR[0])) is not None:
                 row.cells[column] = delta
         rows.append(row)
-    title = f"Ablation, {dataset}: Acc-2 and F1 (non-0) in %, MAE, {seeds_phrase(rows)}"
-    notes = ["Δ: Acc-2 (non-0) difference to the first row in percentage points, paired by seed."]
-    return Table("ablation", title, [*columns, *deltas], rows, notes + complete_only_note(rows))
+    title = f"Ablation, {ctx.dataset}: Acc-2 and F1 (non-0) in %, MAE, {seeds_phrase(rows)}"
+    notes = ["Δ: Acc-2 (non-0) difference to the first row in percentage points, paired by seed (and by test "
+             "row for the interval). One model per seed trained and selected on every availability pattern."]
+    return Table("ablation", title, [*columns, *deltas], rows, table_notes(ctx, rows, notes))
+
+
+def gap_table(ctx: Context) -> Table:
+    """The share of the floor-to-optimum gap of Acc-2 each method closes, per pattern."""
+    groups = {**{PATTERN_HEADERS[p]: p for p in MISSING_PATTERNS}, "Avg.": "avg_patterns"}
+    columns = [Column(header, "gap closed", condition, "gap_acc2_non0") for header, condition in groups.items()]
+    title = f"Share of the gap closed, {ctx.dataset}: (method − floor) / (optimum − floor) of Acc-2 (non-0), in %"
+    evidence = ctx.cells.evidence
+    if evidence is None or not ctx.has_optimum() or ctx.floor not in ctx.runs:
+        return Table("gap_closed", title, columns, [],
+                     ["Not available: it needs the optimum (known for the synthetic data only), the floor run and "
+                      "the per-row predictions."])
+    floor = (ctx.floor, COMPLETE_DATA)
+    gaps = {column: evidence.difference(OPTIMUM, floor, column.condition, PAIR[0]) for column in columns}
+    open_gaps = [column for column, gap in gaps.items() if gap is not None and gap.low > 0]
+    rows = []
+    for label, block, source in ctx.sources((ALL_PATTERNS,)):
+        row = Row(label, "ours", block)
+        for column in open_gaps:
+            share = evidence.share_of_gap(source, floor, column.condition, PAIR[0])
+            if share is not None:
+                row.cells[column] = Stat(share.mean * 100, share.std * 100, share.n, share.low * 100, share.high * 100)
+        rows.append(row)
+    gap_row = Row("Gap: optimum − floor (points)", "bound", "bounds")
+    for column, gap in gaps.items():
+        if gap is not None:
+            gap_row.cells[column] = Stat(gap.mean * 100, gap.std * 100, gap.n, gap.low * 100, gap.high * 100)
+    notes = [f"0 % is {ctx.methods.label(ctx.floor)} (the complete-data backbone fed zeros), 100 % the Bayes "
+             "optimum; computed per seed and per bootstrap resample. –: the gap's own 95 % interval reaches 0 (last "
+             "row), so there is no gap to close; no interval: on some resamples floor and optimum coincide, so the "
+             "share is undefined there (a gap of a point or two)."]
+    return Table("gap_closed", title, columns, [*rows, gap_row], notes + interval_notes(rows))
+
+
+def recovery_table(ctx: Context, long: pd.DataFrame, reference: str | None) -> Table:
+    """Recovered against true extracted features, per modality, averaged over the patterns that lack it;
+    with a reference run, each MSE also as a ratio to the reference's, paired by seed."""
+    columns = [Column(f"{{{m}}} missing", label, "avg_patterns", f"rec_{kind}_{m}")
+               for m in MODALITIES for kind, label in (("mse", "MSE"), ("cos", "cosine"))]
+    ratios = [Column(f"MSE / {ctx.methods.label(reference)}", f"{{{m}}}", "avg_patterns", f"ratio_rec_mse_{m}")
+              for m in MODALITIES] if reference in ctx.runs else []
+    rows = []
+    for row, (_, _, source) in zip(rows_of(ctx, ctx.sources((ALL_PATTERNS,)), columns), ctx.sources((ALL_PATTERNS,))):
+        if not row.cells:
+            continue
+        for column in ratios:
+            metric = column.metric.removeprefix("ratio_")
+            if (ratio := mse_ratio(long, source, (reference, ALL_PATTERNS), metric)) is not None:
+                row.cells[column] = ratio
+        rows.append(row)
+    title = (f"Recovery, {ctx.dataset}: recovered vs true extracted features of the missing modality, "
+             f"{seeds_phrase(rows)}")
+    notes = ["Each cell averages the patterns that lack the modality (two one-modality patterns and one pair). "
+             "MSE: lower is better; cosine: higher is better. Zero fill's MSE is the features' mean square, "
+             "mean fill's their variance around the training mean. Each seed has its own pretrained extractor, "
+             "hence features of its own scale: the ratio columns compare methods within each seed."]
+    return Table("recovery", title, [*columns, *ratios], rows, notes)
+
+
+def mse_ratio(long: pd.DataFrame, source, reference, metric: str) -> Stat | None:
+    """Per seed: the source's recovery MSE over the reference's (same seed, same masks); mean ± std."""
+    part = long[(long.condition == "avg_patterns") & (long.metric == metric)]
+
+    def per_seed(of):
+        return part[(part.variant == of[0]) & (part.protocol == of[1])].set_index("seed")["value"]
+
+    mine, theirs = per_seed(source), per_seed(reference)
+    common = mine.index.intersection(theirs.index)
+    if common.empty:
+        return None
+    ratio = mine[common] / theirs[common]
+    return Stat(float(ratio.mean()), float(ratio.std()) if len(ratio) > 1 else math.nan, len(ratio))
 
 
 # ----------------------------------------------------------------------------- command
 
+TABLE_NAMES = ("missing_patterns", "missing_rates", "ablation", "gap_closed", "recovery")
+
+
+def prediction_paths(eval_paths: list) -> dict[tuple[str, str, int], Path]:
+    paths = {}
+    for raw in eval_paths:
+        path = Path(raw)
+        predictions = path.with_name("predictions.csv.gz")
+        if not predictions.is_file():
+            raise RohydrError(f"eval {path}: no predictions.csv.gz beside it (needed for the intervals)")
+        paths[run_of(path)] = predictions
+    return paths
+
+
 def aggregate(dataset: str, eval_paths: list, out_dir, literature: str = "auto", peers_key: str | None = None,
-              ablation: list[str] | None = None, methods: Methods | None = None) -> dict[str, Table]:
+              ablation: list[str] | None = None, methods: Methods | None = None, masks: list | None = None,
+              optimum=None, floor: str | None = None, recovery_reference: str | None = None) -> dict[str, Table]:
+    """Tables from eval.csv files; with `masks` (the test masks, seed{seed}.h5) also the intervals, the
+    collapse marks and the gap table, from the predictions.csv.gz beside each eval.csv, and with `optimum`
+    (a synthetic dataset's optimum_samples.csv.gz) the optimum row."""
     out_dir = Path(out_dir)
     methods = methods or Methods()
     long = read_evals(eval_paths)
+    evidence = None
+    if masks:
+        evidence = Evidence.load(masks, prediction_paths(eval_paths), optimum)
+        evidence.add_per_mr()
+    elif optimum is not None:
+        raise RohydrError("aggregate: the optimum row needs the test masks (--masks)")
     peers = load_literature(literature, peers_key)
-    summary = summarize(long)
     runs = list(dict.fromkeys(long.variant))
     methods.check(runs)
-    lookup = stats_lookup(summary)
-    tables = {"missing_patterns": patterns_table(dataset, runs, methods, lookup, peers),
-              "missing_rates": rates_table(dataset, runs, methods, lookup, peers, realized_rates(long))}
+    if floor is not None and floor not in runs:
+        raise RohydrError(f"aggregate --floor {floor}: no eval.csv of that run; evaluated: {runs}")
+    long = pd.concat([long, optimum_long(evidence)], ignore_index=True)
+    summary = summarize(long)
+    ctx = Context(dataset, methods, Cells(summary, evidence), methods.ordered(runs), peers, floor)
+    tables = {"missing_patterns": patterns_table(ctx), "missing_rates": rates_table(ctx, realized_rates(long))}
     if ablation is not None:
-        tables["ablation"] = ablation_table(dataset, ablation, runs, methods, lookup, long)
+        tables["ablation"] = ablation_table(ctx, ablation, long)
+    tables["gap_closed"] = gap_table(ctx)
+    tables["recovery"] = recovery_table(ctx, long, recovery_reference)
+    for warning in ctx.cells.warnings():
+        print(warning, file=sys.stderr)
     # everything is checked and built before the first file is written
-    variant_rank = long.variant.map({v: i for i, v in enumerate(runs)})
-    seeds = long.assign(rank=variant_rank).sort_values(["rank", "seed"], kind="stable").assign(dataset=dataset)
-    write_text_atomic(out_dir / "seeds.csv", seeds[["dataset", "variant", "seed", "condition", "metric", "value"]]
-                      .to_csv(index=False, float_format="%.6g"))
+    order = {v: i for i, v in enumerate([*runs, OPTIMUM[0]])}
+    seeds = long.assign(rank=long.variant.map(order)).sort_values(["rank", "seed"], kind="stable")
+    seeds = seeds.assign(dataset=dataset)
+    write_text_atomic(out_dir / "seeds.csv", seeds[["dataset", *LONG_COLUMNS]].to_csv(index=False, float_format="%.6g"))
     write_text_atomic(out_dir / "all_metrics.csv", summary.assign(dataset=dataset)[
-        ["dataset", "variant", "condition", "metric", "mean", "std", "n_seeds"]].to_csv(index=False, float_format="%.6g"))
+        ["dataset", "variant", "protocol", "condition", "metric", "mean", "std", "n_seeds"]].to_csv(
+        index=False, float_format="%.6g"))
     for table in tables.values():
         write_table(table, out_dir, dataset)
     return tables
@@ -330,7 +606,8 @@ def aggregate(dataset: str, eval_paths: list, out_dir, literature: str = "auto",
 
 def cli_aggregate(args) -> int:
     tables = aggregate(args.dataset, args.eval, args.out_dir, args.literature, args.peers_key, args.ablation,
-                       Methods.from_args(args))
+                       Methods.from_args(args), masks=args.masks, optimum=args.optimum, floor=args.floor,
+                       recovery_reference=args.recovery_reference)
     print(to_markdown(tables["missing_patterns"]))
     print(f"wrote {', '.join(tables)} tables, all_metrics.csv and seeds.csv to {args.out_dir}")
     return 0

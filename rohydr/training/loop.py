@@ -38,7 +38,8 @@ def epoch_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[tor
 
 @dataclass
 class EpochLoop:
-    """Runs epochs until `max_epochs` or `early_stop` epochs without a better `monitor` value."""
+    """Runs epochs until `max_epochs` or `early_stop` epochs without a better `monitor` value, after
+    `warmup_epochs` that neither select the model, count for early stopping nor step the scheduler."""
 
     model: torch.nn.Module
     optimizers: dict[str, torch.optim.Optimizer]
@@ -53,6 +54,7 @@ class EpochLoop:
     columns: list[str]
     fingerprint: dict  # what the run depends on (content digests of its inputs); another run's state is not reused
     progress: bool = True
+    warmup_epochs: int = 0
     rows: list[dict] = field(default_factory=list)
 
     @property
@@ -63,8 +65,9 @@ class EpochLoop:
         """Train; return (best weights, best row)."""
         start_epoch, best = self._resume()
         best_value, best_epoch, best_weights = best
-        already_stopped = start_epoch > 1 and (start_epoch - 1) - best_epoch >= self.early_stop
-        epochs = range(start_epoch, self.max_epochs + 1) if not already_stopped else range(0)
+        already_stopped = start_epoch > 1 and self._stopped(start_epoch - 1, best_epoch)
+        last = self.warmup_epochs + self.max_epochs
+        epochs = range(start_epoch, last + 1) if not already_stopped else range(0)
         bar = progress_bar(epochs, self.progress, desc="epochs")
         started = time.perf_counter()
         for epoch in bar:
@@ -75,9 +78,10 @@ class EpochLoop:
             row.update(self._validated(epoch))
             row["wall_s"] = round(time.perf_counter() - started, 3)
             value = row[self.monitor]
-            if self.scheduler is not None:
+            selecting = epoch > self.warmup_epochs
+            if self.scheduler is not None and selecting:
                 self.scheduler.step(value)
-            if value < best_value - 1e-6:
+            if selecting and value < best_value - 1e-6:
                 best_value, best_epoch = value, epoch
                 best_weights = copy.deepcopy(self.model.state_dict())
             self.rows.append(row)
@@ -86,13 +90,16 @@ class EpochLoop:
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix({self.monitor: f"{value:.4f}", "best": f"{best_value:.4f}@{best_epoch}"})
             print(json.dumps({k: _rounded(v) for k, v in row.items()}), flush=True)
-            if epoch - best_epoch >= self.early_stop:
+            if self._stopped(epoch, best_epoch):
                 print(f"early stop: no better {self.monitor} for {self.early_stop} epochs", flush=True)
                 break
         best_rows = [r for r in self.rows if r["epoch"] == best_epoch]
         if not best_rows:
             raise RohydrError(f"run {self.log_path.parent}: no epoch was trained (max_epochs {self.max_epochs})")
         return best_weights, best_rows[0]
+
+    def _stopped(self, epoch: int, best_epoch: int) -> bool:
+        return epoch - max(best_epoch, self.warmup_epochs) >= self.early_stop
 
     def _finite(self, values: dict, epoch: int, what: str) -> dict:
         for key, value in values.items():

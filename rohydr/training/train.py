@@ -18,11 +18,18 @@ from rohydr.config import RunConfig, load_run_config
 from rohydr.data.dataset import FeatureStore
 from rohydr.errors import RohydrError
 from rohydr.io import sha256_file, sole_writer
-from rohydr.evaluation.masks import draw_batch_mr_masks, draw_mr_masks, load_masks
+from rohydr.evaluation.masks import (
+    ALL_PATTERNS_CONDITION,
+    draw_batch_mr_masks,
+    draw_mr_masks,
+    draw_pattern_masks,
+    load_masks,
+)
 from rohydr.evaluation.metrics import score
 from rohydr.evaluation.predict import feature_shape, predict, split_noise
 from rohydr.models.objectives import (
     discriminator_loss,
+    recovery_loss,
     stage1_loss,
     stage2_generator_loss,
     stage3_loss,
@@ -41,6 +48,7 @@ from rohydr.training.runtime import autocast, configure_runtime, derived_seed, s
 GROUPS = ("extractor", "diffusion", "unimodal_reconstructor", "fusion", "multimodal_reconstructor",
           "discriminator", "head")
 MAIN_GROUPS = tuple(g for g in GROUPS if g != "discriminator")  # stepped by the main optimizer
+GENERATOR_GROUPS = ("diffusion", "unimodal_reconstructor")  # at train.generator_lr when it is set
 GRAD_STAGES = ("stage1", "stage2", "stage3", "joint")
 LOSS_COLUMNS = ["stage1_loss", "stage1_diffusion", "stage1_reconstruction", "disc_loss", "stage2_loss",
                 "stage2_adversarial", "stage2_l1", "stage3_loss", "joint_loss"]
@@ -63,7 +71,7 @@ class StageRunner:
         groups = model.parameter_groups()
         self.groups = {name: [p for p in groups[name] if p.requires_grad] for name in GROUPS}
         self.main_params = [p for name in MAIN_GROUPS for p in self.groups[name]]
-        self.main = torch.optim.Adam(self.main_params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        self.main = torch.optim.Adam(self._main_param_groups(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         self.disc = torch.optim.Adam(self.groups["discriminator"], lr=self.cfg.disc_lr,
                                      weight_decay=self.cfg.disc_weight_decay)
         generative = self.model_cfg.recovery == "generative"
@@ -71,6 +79,14 @@ class StageRunner:
         self.runs_stage2 = self.model_cfg.use_multimodal_reconstructor
         self.runs_discriminator = self.runs_stage2 and self.model_cfg.use_adversarial
         self.reset()
+
+    def _main_param_groups(self) -> list[dict]:
+        """The generators at generator_lr when it is set, everything else at lr."""
+        if self.cfg.generator_lr is None:
+            return [{"params": self.main_params}]
+        generators = [p for name in GENERATOR_GROUPS for p in self.groups[name]]
+        rest = [p for name in MAIN_GROUPS if name not in GENERATOR_GROUPS for p in self.groups[name]]
+        return [{"params": generators, "lr": self.cfg.generator_lr}, {"params": rest}]
 
     def reset(self) -> None:
         zero = lambda: torch.zeros((), device=self.device)  # noqa: E731
@@ -115,6 +131,17 @@ class StageRunner:
         self._add("stage1_loss", loss)
         self._add("stage1_diffusion", out.recovery.diffusion_loss)
         self._add("stage1_reconstruction", out.recovery.reconstruction_loss)
+
+    def generators(self, batch, avail) -> None:
+        """Stage 1 alone, without the fusion: the generators' warm-up epochs."""
+        (text, audio, vision), _ = batch
+        with autocast(self.device, self.bf16):
+            recovery = self.model.recover(self.model.extract(text, audio, vision), avail, with_losses=True)
+        loss = recovery_loss(recovery, self.cfg.lambda_g)
+        self._step(loss, "stage1")
+        self._add("stage1_loss", loss)
+        self._add("stage1_diffusion", recovery.diffusion_loss)
+        self._add("stage1_reconstruction", recovery.reconstruction_loss)
 
     def stage2(self, batch, avail) -> None:
         out = self._forward(batch, avail, with_losses=False)
@@ -197,11 +224,18 @@ def training_masks(cfg, n: int, rng: np.random.Generator, order: torch.Tensor) -
     """Availability (n, 3) for this epoch, indexed by sample; the per-batch draw follows the batch order."""
     if cfg.missing_draw == "per_batch":
         by_position = draw_batch_mr_masks(n, cfg.batch_size, cfg.train_mr, rng)
+    elif cfg.missing_draw == "all_patterns":
+        by_position = draw_pattern_masks(n, cfg.pattern_weights, rng)
     else:
         by_position = draw_mr_masks(n, cfg.train_mr, rng)
     avail = np.empty((n, 3), dtype=bool)
     avail[order.numpy()] = by_position
     return avail
+
+
+def validation_condition(cfg) -> str:
+    """The saved validation masks that select the model: those of its training protocol."""
+    return ALL_PATTERNS_CONDITION if cfg.missing_draw == "all_patterns" else f"mr{cfg.train_mr:.1f}"
 
 
 def validation_scores(model, split, avail, seed, noise, batch_size, device, bf16) -> dict:
@@ -241,15 +275,12 @@ def train(data: str, run_config_path: str, pretrained: str, masks: str, seed: in
         valid_split = store.split("valid").to(device)
         dims, length = store.dims, store.length
     data_sha256 = sha256_file(data)
-    condition = f"mr{cfg.train_mr:.1f}"  # the fixed validation masks at the training MR
-    valid_masks = load_masks(masks, "valid", (data, data_sha256, len(valid_split)))
-    if condition not in valid_masks:
-        raise RohydrError(f"masks {masks}: split 'valid' has no condition {condition!r} (training MR {cfg.train_mr})")
-    valid_avail = valid_masks[condition]
+    valid_avail = load_masks(masks, "valid", (data, data_sha256, len(valid_split)))[validation_condition(cfg)]
 
     model = build_model(run_config, dims, length).to(device)
     start_from(model, pretrained, dims, length)
-    model.measure_feature_range(train_split.features())
+    for regression, mse in model.fit_feature_models(train_split.features(), valid_split.features()).items():
+        print(f"ridge_fill {regression}: validation MSE {mse:.4f}", flush=True)
     if compile_model:
         model.compile_denoisers()
     valid_noise = split_noise(seed, valid_avail, feature_shape(model))  # the same every epoch
@@ -266,16 +297,21 @@ def train(data: str, run_config_path: str, pretrained: str, masks: str, seed: in
         runner.reset()
         for index in progress_bar(batches, progress, desc=f"epoch {epoch}", leave=False):
             on_device = index.to(device)
-            runner.batch(train_split.batch(on_device), avail_t[on_device], bool(has_missing[index.numpy()].any()))
+            missing = bool(has_missing[index.numpy()].any())
+            if epoch > warmup:
+                runner.batch(train_split.batch(on_device), avail_t[on_device], missing)
+            elif missing:
+                runner.generators(train_split.batch(on_device), avail_t[on_device])
         return runner.epoch_means()
 
     max_epochs = cfg.sequential_epochs if (stage != "all" and cfg.sequential_epochs) else cfg.max_epochs
+    warmup = cfg.generator_epochs if runner.runs_stage1 and stage in ("all", "1") else 0
     loop = EpochLoop(
         model=model, optimizers={"main": runner.main, "disc": runner.disc}, scheduler=scheduler,
         train_epoch=train_epoch,
         validate=lambda: validation_scores(model, valid_split, valid_avail, seed, valid_noise, cfg.batch_size * 4,
                                    device, bf16),
-        monitor=MONITOR[stage], max_epochs=max_epochs, early_stop=cfg.early_stop, seed=seed,
+        monitor=MONITOR[stage], max_epochs=max_epochs, early_stop=cfg.early_stop, seed=seed, warmup_epochs=warmup,
         log_path=Path(log), columns=LOG_COLUMNS, progress=progress,
         fingerprint={"stage": stage, "run_config": run_config.to_dict(), "data": data_sha256,
                      "pretrained": sha256_file(pretrained), "masks": sha256_file(masks), "seed": seed},

@@ -16,14 +16,49 @@ report: "../report/workflow.rst"
 
 DATASETS = config["datasets"]
 RUN_DATASETS = config.get("run_datasets") or list(DATASETS)
+# The redundancy sweep (target `redundancy_sweep`, not in the default run): the swept synthetic dataset
+# again at each redundancy, as datasets {dataset}_r{value}.
+SWEEP = config.get("redundancy_sweep") or {}
+SWEEP_DATASETS = {}
+if SWEEP:
+    _base = DATASETS.get(SWEEP["dataset"], {})
+    if "synthetic" not in _base:
+        raise ValueError(f"redundancy_sweep.dataset {SWEEP['dataset']!r} is not a configured synthetic dataset")
+    for _value in SWEEP["values"]:
+        SWEEP_DATASETS[f"{SWEEP['dataset']}_r{_value}"] = {
+            **_base, "synthetic": {**_base["synthetic"], "redundancy": _value}}
+    DATASETS = {**DATASETS, **SWEEP_DATASETS}
+# Every dataset the DAG can build: the run ones and the swept ones.
+DAG_DATASETS = [*RUN_DATASETS, *(d for d in SWEEP_DATASETS if d not in RUN_DATASETS)]
 SEEDS = config["seeds"]
 VARIANTS = config["variants"]
 BASELINES = config["baselines"]
-# Trained models: the variants and the trained baselines; `complete` reuses the pretrained backbone.
+# Trained models: the variants and the trained baselines. Built in, from the pretrained backbone:
+# `complete_zero` (fed zeros for the missing modalities: the floor) and `complete` (complete inputs only).
 TRAINED = {**VARIANTS, **BASELINES}
+FLOOR, COMPLETE = "complete_zero", "complete"
+BUILT_IN = [FLOOR, COMPLETE]
+COMPLETE_DATA = "complete_data"  # the protocol folder of the built-in runs
 MAIN_VARIANT = config["main_variant"]
 # What the tables and figures show: the main variant first, the other variants, then these baselines.
-REPORT_BASELINES = [*BASELINES, "complete"]
+REPORT_BASELINES = [*BASELINES, *BUILT_IN]
+PROTOCOLS = config["protocols"]
+ALL_PATTERNS = "all_patterns"
+MR_PROTOCOLS = [f"mr{rate:.1f}" for rate in PROTOCOLS.get("per_mr", {}).get("rates", [])]
+
+
+def protocols_of(run):
+    """The protocol folders a run trains under: all_patterns and/or one per missing rate (mr0.1 ...)."""
+    found = [ALL_PATTERNS] if run in PROTOCOLS.get(ALL_PATTERNS, {}).get("runs", []) else []
+    return found + (MR_PROTOCOLS if run in PROTOCOLS.get("per_mr", {}).get("runs", []) else [])
+
+
+TRAININGS = [(run, protocol) for run in TRAINED for protocol in protocols_of(run)]
+# Trained all-pattern models also scored fed zeros instead of their recovery: run name -> trained run.
+FED_ZEROS = {f"{run}_fed_zeros": run for run in config.get("fed_zeros", [])}
+# Every evaluated (run, protocol): the trainings, the models fed zeros and the built-in runs.
+EVALUATED = (TRAININGS + [(run, ALL_PATTERNS) for run in FED_ZEROS]
+             + [(run, COMPLETE_DATA) for run in BUILT_IN])
 DISPLAY_NAMES = config.get("display_names", {})
 ABLATION = config.get("ablation") or [MAIN_VARIANT, *(v for v in VARIANTS if v != MAIN_VARIANT)]
 RES = config["resources"]
@@ -36,23 +71,53 @@ def _check_names():
     unknown = [name for name in ABLATION if name not in TRAINED]
     if unknown:
         raise ValueError(f"ablation names unknown variant(s) {unknown}; configured: {sorted(TRAINED)}")
+    untrained = [name for name in ABLATION if ALL_PATTERNS not in protocols_of(name)]
+    if untrained:
+        raise ValueError(f"ablation rows {untrained} are not in protocols.all_patterns.runs: the ablation table "
+                         "compares all-pattern models")
+    for protocol, spec in PROTOCOLS.items():
+        unknown = [name for name in spec.get("runs", []) if name not in TRAINED]
+        if unknown:
+            raise ValueError(f"protocols.{protocol}.runs names unknown run(s) {unknown}; configured: {sorted(TRAINED)}")
+    if not TRAININGS:
+        raise ValueError("no run is trained: list variants under protocols.all_patterns.runs or protocols.per_mr.runs")
     if MAIN_VARIANT not in VARIANTS:
         raise ValueError(f"main_variant {MAIN_VARIANT!r} is not a configured variant: {sorted(VARIANTS)}")
-    unknown = sorted(set(DISPLAY_NAMES) - set(TRAINED) - {"complete"})
+    known = [*TRAINED, *FED_ZEROS, *BUILT_IN]
+    unknown = sorted(set(DISPLAY_NAMES) - set(known))
     if unknown:
-        raise ValueError(f"display_names names unknown run(s) {unknown}; configured: {sorted([*TRAINED, 'complete'])}")
+        raise ValueError(f"display_names names unknown run(s) {unknown}; configured: {sorted(known)}")
     clash = sorted(set(VARIANTS) & set(BASELINES))
     if clash:
         raise ValueError(f"names used both as variant and baseline: {clash}")
+    reference = config.get("recovery_reference")
+    if reference and ALL_PATTERNS not in protocols_of(reference):
+        raise ValueError(f"recovery_reference {reference!r} is not in protocols.all_patterns.runs")
+    untrained = [run for run in FED_ZEROS.values() if ALL_PATTERNS not in protocols_of(run)]
+    if untrained:
+        raise ValueError(f"fed_zeros names run(s) {untrained} that are not in protocols.all_patterns.runs")
 
 
-def _run_config(dataset, run):
+def protocol_override(run, protocol):
+    """What a training protocol sets in the run configuration: the draw of the missing modalities."""
+    if protocol == ALL_PATTERNS:
+        weights = PROTOCOLS[ALL_PATTERNS].get("pattern_weights", {})
+        return {"train": {"missing_draw": ALL_PATTERNS, "pattern_weights": weights}}
+    if protocol is None:
+        return {}
+    per_batch = TRAINED[run].get("train", {}).get("missing_draw") == "per_batch"  # the reference's draw
+    return {"train": {"missing_draw": "per_batch" if per_batch else "per_sample", "train_mr": float(protocol[2:])}}
+
+
+def _run_config(dataset, run, protocol=None):
     """A run's resolved hyper-parameters as JSON, checked now so a bad value fails at parse time."""
     entry = DATASETS[dataset]
+    layers = (config["overrides"], entry["overrides"], TRAINED.get(run, {}), protocol_override(run, protocol))
     try:
-        resolved = build_run_config(entry["preset"], config["overrides"], entry["overrides"], TRAINED.get(run, {}))
+        resolved = build_run_config(entry["preset"], *layers)
     except ValueError as error:
-        raise ValueError(f"config of dataset {dataset!r}, run {run!r}: {error}") from None
+        where = f"run {run!r}" + (f", protocol {protocol!r}" if protocol else "")
+        raise ValueError(f"config of dataset {dataset!r}, {where}: {error}") from None
     return json.dumps(resolved.to_dict(), sort_keys=True)
 
 
@@ -76,16 +141,21 @@ def _check_profile_variables():
 
 _check_names()
 _check_profile_variables()
+PRETRAIN_CONFIGS = {dataset: _run_config(dataset, "pretrain") for dataset in DAG_DATASETS}
+for _dataset in RUN_DATASETS:  # every configured run is checked, trained under a protocol or not
+    for _run in TRAINED:
+        _run_config(_dataset, _run)
 RUN_CONFIGS = {
-    (dataset, run): _run_config(dataset, run)
-    for dataset in RUN_DATASETS
-    for run in ["pretrain", *TRAINED]
+    (dataset, run, protocol): _run_config(dataset, run, protocol)
+    for dataset in DAG_DATASETS
+    for run, protocol in TRAININGS
 }
 
 
 wildcard_constraints:
-    dataset="|".join(RUN_DATASETS),
+    dataset="|".join(re.escape(dataset) for dataset in DAG_DATASETS),
     variant="|".join(TRAINED),
+    protocol="|".join([ALL_PATTERNS, *MR_PROTOCOLS]) or "none",
     seed=r"\d+",
 
 
@@ -94,12 +164,31 @@ def dataset_pickle(wildcards):
     return entry["path"] if "path" in entry else f"resources/synthetic/{wildcards.dataset}.pkl"
 
 
+def run_dirs(dataset, runs):
+    """results/{dataset}/{run}/{protocol}/seed{seed} of every evaluated (run, protocol) of these runs."""
+    return [f"results/{dataset}/{run}/{protocol}/seed{seed}" for run, protocol in EVALUATED if run in runs
+            for seed in SEEDS]
+
+
 def eval_csvs(dataset, runs):
-    return [f"results/{dataset}/{run}/seed{seed}/eval.csv" for run in runs for seed in SEEDS]
+    return [f"{folder}/eval.csv" for folder in run_dirs(dataset, runs)]
+
+
+def predictions(dataset, runs):
+    return [f"{folder}/predictions.csv.gz" for folder in run_dirs(dataset, runs)]
 
 
 def train_logs(dataset, runs):
-    return [f"results/{dataset}/{run}/seed{seed}/train_log.csv" for run in runs for seed in SEEDS]
+    return [f"{folder}/train_log.csv" for folder in run_dirs(dataset, runs) if f"/{COMPLETE_DATA}/" not in folder]
+
+
+def test_masks(dataset):
+    return [f"results/{dataset}/masks/seed{seed}.h5" for seed in SEEDS]
+
+
+def optimum_samples(dataset):
+    """The synthetic dataset's Bayes optimum per test row (none for a user's pickle)."""
+    return [f"resources/synthetic/{dataset}.optimum_samples.csv.gz"] if "synthetic" in DATASETS[dataset] else []
 
 
 def runtime_args():
@@ -107,7 +196,7 @@ def runtime_args():
     return " ".join(flags)
 
 
-TABLES = ["missing_patterns", "missing_rates", "ablation"]
+TABLES = ["missing_patterns", "missing_rates", "ablation", "gap_closed", "recovery"]
 FIGURES = ["mr_curves", "training_curves", "recovery_quality"]
 
 
@@ -136,7 +225,8 @@ def synthetic_args(wildcards):
 
 def min_sequence_length(wildcards):
     """The longest extractor kernel among the dataset's runs: shorter sequences are refused at validation."""
-    runs = [json.loads(resolved) for (dataset, _), resolved in RUN_CONFIGS.items() if dataset == wildcards.dataset]
+    runs = [json.loads(resolved) for (dataset, *_), resolved in RUN_CONFIGS.items() if dataset == wildcards.dataset]
+    runs.append(json.loads(PRETRAIN_CONFIGS[wildcards.dataset]))
     return max(run["model"]["extractor_kernel"] for run in runs)
 
 
@@ -146,23 +236,30 @@ def convert_args(wildcards):
     return args + (f" --bert {entry['bert_dir']}" if entry.get("bert_dir") else "")
 
 
-def is_sequential(dataset, variant):
-    return json.loads(RUN_CONFIGS[(dataset, variant)])["train"]["schedule"] == "sequential"
+def is_sequential(wildcards):
+    resolved = RUN_CONFIGS[(wildcards.dataset, wildcards.variant, wildcards.protocol)]
+    return json.loads(resolved)["train"]["schedule"] == "sequential"
 
 
 def start_checkpoint(wildcards):
     """Where a training run starts: the pretraining, or for sequential stages the previous stage."""
     stage = int(getattr(wildcards, "stage", 3))
-    sequential = is_sequential(wildcards.dataset, wildcards.variant)
-    if not sequential or stage == 1:
+    if not is_sequential(wildcards) or stage == 1:
         return f"results/{wildcards.dataset}/pretrain/seed{wildcards.seed}/model.pt"
-    return f"results/{wildcards.dataset}/{wildcards.variant}/seed{wildcards.seed}/stage{stage - 1}/model.pt"
+    w = wildcards
+    return f"results/{w.dataset}/{w.variant}/{w.protocol}/seed{w.seed}/stage{stage - 1}/model.pt"
 
 
 def evaluated_model(wildcards):
-    # The `complete` baseline is the pretrained backbone on complete inputs.
-    run = "pretrain" if wildcards.run == "complete" else wildcards.run
-    return f"results/{wildcards.dataset}/{run}/seed{wildcards.seed}/model.pt"
+    # The built-in runs are the pretrained backbone; a run fed zeros is its trained model.
+    if wildcards.run in BUILT_IN:
+        return f"results/{wildcards.dataset}/pretrain/seed{wildcards.seed}/model.pt"
+    run = FED_ZEROS.get(wildcards.run, wildcards.run)
+    return f"results/{wildcards.dataset}/{run}/{wildcards.protocol}/seed{wildcards.seed}/model.pt"
+
+
+def evaluate_args(wildcards):
+    return "--zeros-for-missing" if wildcards.run == FLOOR or wildcards.run in FED_ZEROS else ""
 
 
 def report_args(wildcards):
@@ -170,7 +267,9 @@ def report_args(wildcards):
     main variant, the baselines and the display names."""
     key = DATASETS[wildcards.dataset]["literature"]
     args = ["--literature", "none"] if key == "none" else ["--peers-key", key]
-    args += ["--main-variant", MAIN_VARIANT, "--baselines", *REPORT_BASELINES]
-    if DISPLAY_NAMES:
-        args += ["--display-names", *(f"{run}={label}" for run, label in DISPLAY_NAMES.items())]
+    args += ["--main-variant", MAIN_VARIANT, "--baselines", *REPORT_BASELINES, "--floor", FLOOR]
+    shown = {run for run, _ in EVALUATED}
+    names = [f"{run}={label}" for run, label in DISPLAY_NAMES.items() if run in shown]
+    if names:
+        args += ["--display-names", *names]
     return shlex.join(args)

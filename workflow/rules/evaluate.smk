@@ -22,16 +22,18 @@ rule evaluate:
         model=evaluated_model,
         masks="results/{dataset}/masks/seed{seed}.h5",
     output:
-        scores="results/{dataset}/{run}/seed{seed}/eval.csv",
-        predictions="results/{dataset}/{run}/seed{seed}/predictions.csv.gz",
+        scores="results/{dataset}/{run}/{protocol}/seed{seed}/eval.csv",
+        predictions="results/{dataset}/{run}/{protocol}/seed{seed}/predictions.csv.gz",
     wildcard_constraints:
-        run="|".join(["complete", *TRAINED]),
+        run="|".join([*BUILT_IN, *FED_ZEROS, *TRAINED]),
+        protocol="|".join([ALL_PATTERNS, *MR_PROTOCOLS, COMPLETE_DATA]),
     params:
         runtime=runtime_args(),
+        fill=evaluate_args,
     log:
-        "results/{dataset}/logs/evaluate/{run}/seed{seed}.log",
+        "results/{dataset}/logs/evaluate/{run}/{protocol}/seed{seed}.log",
     benchmark:
-        "results/{dataset}/benchmarks/evaluate/{run}/seed{seed}.tsv"
+        "results/{dataset}/benchmarks/evaluate/{run}/{protocol}/seed{seed}.tsv"
     threads: RES["train_threads"]
     resources:
         gpu=1,
@@ -39,5 +41,5 @@ rule evaluate:
         runtime=60,
     shell:
         "rohydr evaluate --data {input.data} --model {input.model} --masks {input.masks} --seed {wildcards.seed}"
-        " --out {output.scores} --predictions {output.predictions} --threads {threads} {params.runtime}"
+        " --out {output.scores} --predictions {output.predictions} --threads {threads} {params.fill} {params.runtime}"
         " > {log} 2>&1"

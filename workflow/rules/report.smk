@@ -1,11 +1,14 @@
 # Report stage: paper-style tables and figures per dataset, and named targets per variant.
 
-ALL_RUNS = [*VARIANTS, *REPORT_BASELINES]
+ALL_RUNS = [*VARIANTS, *FED_ZEROS, *REPORT_BASELINES]
 
 
 rule aggregate:
     input:
-        lambda wc: eval_csvs(wc.dataset, ALL_RUNS),
+        scores=lambda wc: eval_csvs(wc.dataset, ALL_RUNS),
+        predictions=lambda wc: predictions(wc.dataset, ALL_RUNS),
+        masks=lambda wc: test_masks(wc.dataset),
+        optimum=lambda wc: optimum_samples(wc.dataset),
     output:
         report(
             "results/{dataset}/tables/missing_patterns.html",
@@ -28,18 +31,35 @@ rule aggregate:
             subcategory="Tables",
             labels={"table": "3. ablation"},
         ),
+        report(
+            "results/{dataset}/tables/gap_closed.html",
+            caption="../report/gap_closed.rst",
+            category="{dataset}",
+            subcategory="Tables",
+            labels={"table": "4. share of the gap closed"},
+        ),
+        report(
+            "results/{dataset}/tables/recovery.html",
+            caption="../report/recovery.rst",
+            category="{dataset}",
+            subcategory="Tables",
+            labels={"table": "5. recovery"},
+        ),
         [f"results/{{dataset}}/tables/{table}.{ext}" for table in TABLES for ext in TABLE_FORMATS if ext != "html"],
         "results/{dataset}/tables/all_metrics.csv",
         "results/{dataset}/tables/seeds.csv",
     params:
         shown=report_args,
-        ablation=" ".join(ABLATION),
+        ablation=" ".join([*ABLATION, *FED_ZEROS]),
+        optimum=lambda wc: " ".join(f"--optimum {path}" for path in optimum_samples(wc.dataset)),
+        reference=f"--recovery-reference {config['recovery_reference']}" if config.get("recovery_reference") else "",
     log:
         "results/{dataset}/logs/aggregate.log",
     localrule: True
     shell:
-        "rohydr aggregate --dataset {wildcards.dataset} --eval {input} {params.shown}"
-        " --ablation {params.ablation} --out-dir results/{wildcards.dataset}/tables > {log} 2>&1"
+        "rohydr aggregate --dataset {wildcards.dataset} --eval {input.scores} --masks {input.masks}"
+        " {params.optimum} {params.reference} {params.shown} --ablation {params.ablation}"
+        " --out-dir results/{wildcards.dataset}/tables > {log} 2>&1"
 
 
 rule plots:
@@ -80,7 +100,7 @@ rule plots:
 
 
 # One target per variant and baseline: `snakemake no_diffusion --cores 8 --resources gpu=1`.
-for _run in [*TRAINED, "complete"]:
+for _run in [*TRAINED, *BUILT_IN]:
 
     rule:
         name:
@@ -98,5 +118,41 @@ rule ablation:
 
 rule baselines:
     input:
-        [csv for dataset in RUN_DATASETS for csv in eval_csvs(dataset, [*BASELINES, "complete"])],
+        [csv for dataset in RUN_DATASETS for csv in eval_csvs(dataset, [*BASELINES, *BUILT_IN])],
     localrule: True
+
+
+# One target per training protocol: `snakemake per_mr --cores 8 --resources gpu=1`.
+for _protocol, _folders in {"all_patterns": [ALL_PATTERNS], "per_mr": MR_PROTOCOLS}.items():
+
+    rule:
+        name:
+            _protocol
+        input:
+            [f"results/{dataset}/{run}/{protocol}/seed{seed}/eval.csv" for dataset in RUN_DATASETS
+             for run, protocol in TRAININGS if protocol in _folders for seed in SEEDS],
+        localrule: True
+
+
+# The redundancy sweep: every swept dataset's tables, then each method's score against redundancy.
+rule redundancy_sweep:
+    input:
+        [f"results/sweeps/{SWEEP['dataset']}_redundancy.{ext}" for ext in ("png", "pdf", "csv")] if SWEEP else [],
+    localrule: True
+
+
+rule sweep_plot:
+    input:
+        tables=[f"results/{dataset}/tables/missing_patterns.csv" for dataset in SWEEP_DATASETS],
+    output:
+        [f"results/sweeps/{{base}}_redundancy.{ext}" for ext in ("png", "pdf", "csv")],
+    params:
+        values=" ".join(str(value) for value in SWEEP.get("values", [])),
+        shown=lambda wc: shlex.join(["--main-variant", MAIN_VARIANT, "--display-names",
+                                     *(f"{run}={label}" for run, label in DISPLAY_NAMES.items())]),
+    log:
+        "results/sweeps/logs/{base}_redundancy.log",
+    localrule: True
+    shell:
+        "rohydr sweep-plot --tables {input.tables} --redundancy {params.values} {params.shown}"
+        " --out results/sweeps/{wildcards.base}_redundancy > {log} 2>&1"

@@ -1,22 +1,30 @@
-# Training stage: one resolved run configuration per run, the complete-modality pretraining shared by
-# every variant of a dataset and seed, then each variant's multi-stage optimization (one GPU job each).
+# Training stage: one resolved run configuration per run and protocol, the complete-modality
+# pretraining shared by every run of a dataset and seed, then each run's multi-stage optimization under
+# each of its training protocols (one GPU job each).
 
 
 rule run_config:
     output:
-        "results/{dataset}/{run}/run_config.json",
+        "results/{dataset}/{variant}/{protocol}/run_config.json",
     params:
-        resolved=lambda wc: RUN_CONFIGS[(wc.dataset, wc.run)],
+        resolved=lambda wc: RUN_CONFIGS[(wc.dataset, wc.variant, wc.protocol)],
     log:
-        "results/{dataset}/logs/run_config/{run}.log",
-    wildcard_constraints:
-        run="|".join(["pretrain", *TRAINED]),
+        "results/{dataset}/logs/run_config/{variant}_{protocol}.log",
     localrule: True
     run:
         from rohydr.io import write_text_atomic
 
         write_text_atomic(output[0], f"{params.resolved}\n")
         write_text_atomic(log[0], f"wrote {output[0]}\n")
+
+
+use rule run_config as pretrain_config with:
+    output:
+        "results/{dataset}/pretrain/run_config.json",
+    params:
+        resolved=lambda wc: PRETRAIN_CONFIGS[wc.dataset],
+    log:
+        "results/{dataset}/logs/run_config/pretrain.log",
 
 
 rule pretrain:
@@ -42,50 +50,22 @@ rule pretrain:
         " --out {output.model} --log {output.log_csv} --threads {threads} {params.runtime} > {log} 2>&1"
 
 
-rule train_stage:
-    input:
-        data="results/{dataset}/data/features.h5",
-        run_config="results/{dataset}/{variant}/run_config.json",
-        pretrained=start_checkpoint,
-        masks="results/{dataset}/masks/seed{seed}.h5",
-    output:
-        model="results/{dataset}/{variant}/seed{seed}/stage{stage}/model.pt",
-        log_csv="results/{dataset}/{variant}/seed{seed}/stage{stage}/train_log.csv",
-    wildcard_constraints:
-        stage="1|2",
-    params:
-        runtime=runtime_args(),
-    log:
-        "results/{dataset}/logs/train/{variant}/seed{seed}_stage{stage}.log",
-    benchmark:
-        "results/{dataset}/benchmarks/train/{variant}/seed{seed}_stage{stage}.tsv"
-    threads: RES["train_threads"]
-    resources:
-        gpu=1,
-        mem_mb=RES["train_mem_mb"],
-        runtime=RES["train_runtime"],
-    shell:
-        "rohydr train --data {input.data} --run-config {input.run_config} --pretrained {input.pretrained}"
-        " --masks {input.masks} --seed {wildcards.seed} --stage {wildcards.stage}"
-        " --out {output.model} --log {output.log_csv} --threads {threads} {params.runtime} > {log} 2>&1"
-
-
 rule train:
     input:
         data="results/{dataset}/data/features.h5",
-        run_config="results/{dataset}/{variant}/run_config.json",
+        run_config="results/{dataset}/{variant}/{protocol}/run_config.json",
         pretrained=start_checkpoint,
         masks="results/{dataset}/masks/seed{seed}.h5",
     output:
-        model="results/{dataset}/{variant}/seed{seed}/model.pt",
-        log_csv="results/{dataset}/{variant}/seed{seed}/train_log.csv",
+        model="results/{dataset}/{variant}/{protocol}/seed{seed}/model.pt",
+        log_csv="results/{dataset}/{variant}/{protocol}/seed{seed}/train_log.csv",
     params:
-        stage=lambda wc: "3" if is_sequential(wc.dataset, wc.variant) else "all",
+        stage=lambda wc: "3" if is_sequential(wc) else "all",
         runtime=runtime_args(),
     log:
-        "results/{dataset}/logs/train/{variant}/seed{seed}.log",
+        "results/{dataset}/logs/train/{variant}/{protocol}/seed{seed}.log",
     benchmark:
-        "results/{dataset}/benchmarks/train/{variant}/seed{seed}.tsv"
+        "results/{dataset}/benchmarks/train/{variant}/{protocol}/seed{seed}.tsv"
     threads: RES["train_threads"]
     resources:
         gpu=1,
@@ -95,3 +75,19 @@ rule train:
         "rohydr train --data {input.data} --run-config {input.run_config} --pretrained {input.pretrained}"
         " --masks {input.masks} --seed {wildcards.seed} --stage {params.stage}"
         " --out {output.model} --log {output.log_csv} --threads {threads} {params.runtime} > {log} 2>&1"
+
+
+# The sequential schedule's first stages, one job each; the last stage is the `train` rule.
+use rule train as train_stage with:
+    output:
+        model="results/{dataset}/{variant}/{protocol}/seed{seed}/stage{stage}/model.pt",
+        log_csv="results/{dataset}/{variant}/{protocol}/seed{seed}/stage{stage}/train_log.csv",
+    wildcard_constraints:
+        stage="1|2",
+    params:
+        stage=lambda wc: wc.stage,
+        runtime=runtime_args(),
+    log:
+        "results/{dataset}/logs/train/{variant}/{protocol}/seed{seed}_stage{stage}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/train/{variant}/{protocol}/seed{seed}_stage{stage}.tsv"

@@ -90,9 +90,6 @@ def _check_names():
     clash = sorted(set(VARIANTS) & set(BASELINES))
     if clash:
         raise ValueError(f"names used both as variant and baseline: {clash}")
-    reference = config.get("recovery_reference")
-    if reference and ALL_PATTERNS not in protocols_of(reference):
-        raise ValueError(f"recovery_reference {reference!r} is not in protocols.all_patterns.runs")
     untrained = [run for run in FED_ZEROS.values() if ALL_PATTERNS not in protocols_of(run)]
     if untrained:
         raise ValueError(f"fed_zeros names run(s) {untrained} that are not in protocols.all_patterns.runs")
@@ -260,6 +257,12 @@ def evaluated_model(wildcards):
 
 def evaluate_args(wildcards):
     return "--zeros-for-missing" if wildcards.run == FLOOR or wildcards.run in FED_ZEROS else ""
+
+
+def recovery_reference_args():
+    """The recovery table's reference run, when it is trained under the all-pattern protocol."""
+    reference = config.get("recovery_reference")
+    return f"--recovery-reference {reference}" if reference and ALL_PATTERNS in protocols_of(reference) else ""
 
 
 def report_args(wildcards):

@@ -52,7 +52,7 @@ rule aggregate:
         shown=report_args,
         ablation=" ".join([*ABLATION, *FED_ZEROS]),
         optimum=lambda wc: " ".join(f"--optimum {path}" for path in optimum_samples(wc.dataset)),
-        reference=f"--recovery-reference {config['recovery_reference']}" if config.get("recovery_reference") else "",
+        reference=recovery_reference_args(),
     log:
         "results/{dataset}/logs/aggregate.log",
     localrule: True

@@ -424,6 +424,11 @@ def paired_delta(ctx: Context, long: pd.DataFrame, source, reference, condition:
             significant = found.low > 0 or found.high < 0
             return Stat(found.mean * 100, found.std * 100, found.n, found.low * 100, found.high * 100,
                         SIGNIFICANT if significant else "")
+    return paired_by_seed(long, source, reference, condition, metric, lambda mine, ref: (mine - ref) * 100)
+
+
+def paired_by_seed(long: pd.DataFrame, source, reference, condition: str, metric: str, combine) -> Stat | None:
+    """mean ± std over the seeds both sources have of combine(source's value, reference's value)."""
     part = long[(long.condition == condition) & (long.metric == metric)].dropna(subset=["value"])
 
     def per_seed(of):
@@ -433,8 +438,8 @@ def paired_delta(ctx: Context, long: pd.DataFrame, source, reference, condition:
     common = mine.index.intersection(ref.index)
     if common.empty:
         return None
-    diff = (mine[common] - ref[common]) * 100
-    return Stat(float(diff.mean()), float(diff.std()) if len(diff) > 1 else math.nan, len(diff))
+    values = combine(mine[common], ref[common])
+    return Stat(float(values.mean()), float(values.std()) if len(values) > 1 else math.nan, len(values))
 
 
 def ablation_rows(requested: list[str], runs: list[str], methods: Methods) -> list[str]:
@@ -518,7 +523,8 @@ def recovery_table(ctx: Context, long: pd.DataFrame, reference: str | None) -> T
             continue
         for column in ratios:
             metric = column.metric.removeprefix("ratio_")
-            if (ratio := mse_ratio(long, source, (reference, ALL_PATTERNS), metric)) is not None:
+            ratio = paired_by_seed(long, source, (reference, ALL_PATTERNS), "avg_patterns", metric, lambda a, b: a / b)
+            if ratio is not None:
                 row.cells[column] = ratio
         rows.append(row)
     title = (f"Recovery, {ctx.dataset}: recovered vs true extracted features of the missing modality, "
@@ -528,21 +534,6 @@ def recovery_table(ctx: Context, long: pd.DataFrame, reference: str | None) -> T
              "mean fill's their variance around the training mean. Each seed has its own pretrained extractor, "
              "hence features of its own scale: the ratio columns compare methods within each seed."]
     return Table("recovery", title, [*columns, *ratios], rows, notes)
-
-
-def mse_ratio(long: pd.DataFrame, source, reference, metric: str) -> Stat | None:
-    """Per seed: the source's recovery MSE over the reference's (same seed, same masks); mean ± std."""
-    part = long[(long.condition == "avg_patterns") & (long.metric == metric)]
-
-    def per_seed(of):
-        return part[(part.variant == of[0]) & (part.protocol == of[1])].set_index("seed")["value"]
-
-    mine, theirs = per_seed(source), per_seed(reference)
-    common = mine.index.intersection(theirs.index)
-    if common.empty:
-        return None
-    ratio = mine[common] / theirs[common]
-    return Stat(float(ratio.mean()), float(ratio.std()) if len(ratio) > 1 else math.nan, len(ratio))
 
 
 # ----------------------------------------------------------------------------- command

@@ -83,7 +83,7 @@ def _check_names():
         raise ValueError("no run is trained: list variants under protocols.all_patterns.runs or protocols.per_mr.runs")
     if MAIN_VARIANT not in VARIANTS:
         raise ValueError(f"main_variant {MAIN_VARIANT!r} is not a configured variant: {sorted(VARIANTS)}")
-    known = [*TRAINED, *FED_ZEROS, *BUILT_IN]
+    known = [*TRAINED, *(f"{run}_fed_zeros" for run in TRAINED), *BUILT_IN]
     unknown = sorted(set(DISPLAY_NAMES) - set(known))
     if unknown:
         raise ValueError(f"display_names names unknown run(s) {unknown}; configured: {sorted(known)}")

@@ -145,3 +145,15 @@ def test_imputation_baselines_fill_as_documented(workspace):
     with pytest.raises(ValueError, match="freeze_extractor"):
         build_run_config("tiny", {"model": {"recovery": "ridge_fill"}, "train": {"freeze_extractor": False}})
     assert np.isfinite(load_checkpoint(ridge_path)["state_dict"]["ridge.penalty"].numpy()).all()
+
+
+def test_generator_warm_up_epochs_train_stage_one_alone_and_never_select(workspace):
+    path = train(workspace, "warm_up", {"train": {"generator_epochs": 2, "max_epochs": 1}})
+    import csv
+
+    with open(workspace["folder"] / "warm_up.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["epoch"] for row in rows] == ["1", "2", "3"]
+    assert all(row["stage1_loss"] and not row["stage3_loss"] for row in rows[:2])  # no fusion, no head
+    assert rows[2]["stage3_loss"] and rows[2]["stage1_loss"]
+    assert load_checkpoint(path)["best"]["epoch"] == 3  # warm-up epochs are never selected

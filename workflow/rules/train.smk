@@ -27,6 +27,10 @@ use rule run_config as pretrain_config with:
         "results/{dataset}/logs/run_config/pretrain.log",
 
 
+localrules:
+    pretrain_config,
+
+
 rule pretrain:
     input:
         data="results/{dataset}/data/features.h5",

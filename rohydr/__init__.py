@@ -6,6 +6,8 @@ __version__ = "0.1.0"
 MODALITIES = ("l", "a", "v")
 MODALITY_KEYS = {"l": "text", "a": "audio", "v": "vision"}
 SPLITS = ("train", "valid", "test")
+# The availability patterns, named by the modalities they keep.
+PATTERN_NAMES = ("l", "a", "v", "la", "lv", "av", "complete")
 
 # nominal missing rate -> (fraction of samples missing two modalities, fraction missing one); IMDer's protocol.
 MR_FRACTIONS = {0.1: (0.1, 0.1), 0.2: (0.2, 0.2), 0.3: (0.3, 0.3), 0.4: (0.5, 0.2), 0.5: (0.7, 0.1),

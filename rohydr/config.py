@@ -14,14 +14,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from rohydr import MR_FRACTIONS
+from rohydr import MR_FRACTIONS, PATTERN_NAMES
 
 Count = Annotated[int, Field(ge=1)]  # layers, widths, epochs, batch sizes
 NonNegativeInt = Annotated[int, Field(ge=0)]
 Positive = Annotated[float, Field(gt=0)]  # learning rates, clips
 NonNegative = Annotated[float, Field(ge=0)]  # weights of losses, weight decays
 Dropout = Annotated[float, Field(ge=0.0, lt=1.0)]
-PATTERN_NAMES = ("l", "a", "v", "la", "lv", "av", "complete")  # availability patterns, by available modalities
 
 
 class _Section(BaseModel):

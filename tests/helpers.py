@@ -59,3 +59,14 @@ def write_run_config(path: Path, preset: str = "tiny", *overrides: dict) -> Path
 
     path.write_text(json.dumps(build_run_config(preset, *overrides).to_dict()))
     return path
+
+
+def pretrained_workspace(folder: Path, overrides: dict) -> dict:
+    """Features, masks, a tiny run configuration with `overrides` and a pretrained checkpoint in `folder`."""
+    h5 = make_features(folder)
+    masks = make_masks(folder, h5)
+    run_config = write_run_config(folder / "run_config.json", "tiny", overrides)
+    pretrained = folder / "pretrain.pt"
+    run_cli("pretrain", "--data", h5, "--run-config", run_config, "--seed", 1, "--out", pretrained,
+            "--log", folder / "pretrain_log.csv", "--no-progress", "--device", "cpu")
+    return {"folder": folder, "h5": h5, "masks": masks, "run_config": run_config, "pretrained": pretrained}

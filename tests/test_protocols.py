@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import make_features, make_masks, run_cli, write_run_config
+from helpers import pretrained_workspace, run_cli, write_run_config
 from rohydr.config import build_run_config
 from rohydr.evaluation.masks import MISSING_PATTERNS, PATTERNS
 from rohydr.models.feature_statistics import FeatureStatistics
@@ -19,14 +19,7 @@ ALL_PATTERNS = {"train": {"missing_draw": "all_patterns", "max_epochs": 2, "batc
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("protocols")
-    h5 = make_features(folder)
-    masks = make_masks(folder, h5)
-    pretrain_config = write_run_config(folder / "pretrain.json", "tiny", ALL_PATTERNS)
-    pretrained = folder / "pretrain.pt"
-    run_cli("pretrain", "--data", h5, "--run-config", pretrain_config, "--seed", 1, "--out", pretrained,
-            "--log", folder / "pretrain_log.csv", "--no-progress", "--device", "cpu")
-    return {"folder": folder, "h5": h5, "masks": masks, "pretrained": pretrained}
+    return pretrained_workspace(tmp_path_factory.mktemp("protocols"), ALL_PATTERNS)
 
 
 def train(ws, name: str, *overrides: dict):
@@ -78,7 +71,7 @@ def test_standardisation_round_trip():
     feats = [torch.randn(50, 7, 3, generator=generator) * scale + torch.tensor([5.0, -2.0, 0.0])
              for _ in range(3)]
     statistics = FeatureStatistics(7, 3)
-    statistics.measure([feats])
+    statistics.measure(feats)
     for slot, m in enumerate("lav"):
         standard = statistics.standardize(m, feats[slot])
         flat = standard.reshape(-1, 3)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import make_features, make_masks, run_cli, tool_env, write_run_config
+from helpers import pretrained_workspace, run_cli, tool_env, write_run_config
 from rohydr.config import FAITHFUL, build_run_config
 from rohydr.data.dataset import FeatureStore
 from rohydr.training.checkpoint import build_model, load_checkpoint
@@ -22,14 +22,7 @@ FAST = {"pretrain": {"max_epochs": 2}, "train": {"max_epochs": 2, "batch_size": 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("training")
-    h5 = make_features(folder)
-    masks = make_masks(folder, h5)
-    run_config = write_run_config(folder / "run_config.json", "tiny", FAST)
-    pretrained = folder / "pretrain.pt"
-    run_cli("pretrain", "--data", h5, "--run-config", run_config, "--seed", 1, "--out", pretrained,
-            "--log", folder / "pretrain_log.csv", "--no-progress")
-    return {"folder": folder, "h5": h5, "masks": masks, "run_config": run_config, "pretrained": pretrained}
+    return pretrained_workspace(tmp_path_factory.mktemp("training"), FAST)
 
 
 def read_log(path):

@@ -19,19 +19,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from rohydr import MODALITIES, MR_FRACTIONS, SPLITS
+from rohydr import MODALITIES, MR_FRACTIONS, PATTERN_NAMES, SPLITS
 from rohydr.errors import RohydrError
 from rohydr.io import atomic_path, ensure_free_space, read_hdf5, sha256_file
 
 PATTERNS: dict[str, tuple[bool, bool, bool]] = {
-    "l": (True, False, False),
-    "a": (False, True, False),
-    "v": (False, False, True),
-    "la": (True, True, False),
-    "lv": (True, False, True),
-    "av": (False, True, True),
-    "complete": (True, True, True),
-}
+    name: tuple(m in name or name == "complete" for m in MODALITIES) for name in PATTERN_NAMES}
 MISSING_PATTERNS = ("l", "a", "v", "la", "lv", "av")
 
 MR_CONDITIONS = tuple(f"mr{mr:.1f}" for mr in MR_FRACTIONS)

@@ -27,10 +27,9 @@ class FeatureStatistics(nn.Module):
         self.register_buffer("standardized_range", torch.full((M,), float("inf")))
 
     @torch.no_grad()
-    def measure(self, feature_batches) -> None:
-        """Set every statistic from an iterable of (l, a, v) extracted-feature batches, each (B, T, d)."""
-        feats = [torch.cat(parts).double() for parts in zip(*feature_batches)]  # per modality (N, T, d)
-        for slot, x in enumerate(feats):
+    def measure(self, feats) -> None:
+        """Set every statistic from the (l, a, v) extracted features of a split, each (N, T, d)."""
+        for slot, x in enumerate(f.double() for f in feats):
             mean = x.mean(dim=(0, 1))
             std = x.std(dim=(0, 1), correction=0).clamp_min(EPS)
             self.channel_mean[slot] = mean.float()

@@ -289,7 +289,7 @@ class RoHyDR(nn.Module):
         """Measure the training split's feature statistics and, for ridge_fill, fit the regressions (the
         penalty chosen on the validation split); returns the ridge validation MSEs (empty otherwise)."""
         train_feats = self.extracted(train_features)
-        self.statistics.measure([train_feats])
+        self.statistics.measure(train_feats)
         if self.ridge is None:
             return {}
         return self.ridge.fit(train_feats, self.extracted(valid_features))

@@ -17,8 +17,15 @@ import pandas as pd
 from rohydr.data.optimum import PREDICTION_OF, read_samples
 from rohydr.errors import RohydrError
 from rohydr.evaluation.masks import MR_CONDITIONS, PATTERNS, load_masks
-from rohydr.reporting.uncertainty import BOOTSTRAPPED, Estimate, collapse, estimate, resample_counts, resampled
-from rohydr.reporting.uncertainty import seed_values
+from rohydr.evaluation.predict import pattern_codes
+from rohydr.reporting.uncertainty import (
+    BOOTSTRAPPED,
+    Estimate,
+    collapse,
+    estimate,
+    resample_counts,
+    seed_values,
+)
 
 OPTIMUM = ("optimum", "bayes")
 PER_MR = "per_mr"
@@ -37,15 +44,18 @@ def read_predictions(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
     return by_pattern, labels
 
 
+CODE_OF = dict(zip(PATTERNS, pattern_codes(np.array(list(PATTERNS.values())))))
+
+
 def gather(by_pattern: dict[str, np.ndarray], mask: np.ndarray, where: str) -> np.ndarray:
     """Row i's prediction under its own pattern of `mask` (N, 3)."""
+    codes = pattern_codes(mask)
     out = np.full(len(mask), np.nan)
-    for name, available in PATTERNS.items():
-        rows = (mask == np.array(available)).all(axis=1)
-        if rows.any():
-            if name not in by_pattern:
-                raise RohydrError(f"{where}: no predictions under pattern {name!r}, which the masks use")
-            out[rows] = by_pattern[name][rows]
+    for name in _patterns_of(mask):
+        if name not in by_pattern:
+            raise RohydrError(f"{where}: no predictions under pattern {name!r}, which the masks use")
+        rows = codes == CODE_OF[name]
+        out[rows] = by_pattern[name][rows]
     return out
 
 
@@ -187,8 +197,8 @@ class Evidence:
 
 
 def _patterns_of(mask: np.ndarray) -> list[str]:
-    rows = {tuple(row) for row in np.unique(np.asarray(mask, dtype=bool), axis=0).tolist()}
-    return [name for name, available in PATTERNS.items() if available in rows]
+    used = set(np.unique(pattern_codes(mask)).tolist())
+    return [name for name, code in CODE_OF.items() if code in used]
 
 
 def _seed_of(path: Path) -> int:

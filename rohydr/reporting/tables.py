@@ -210,14 +210,13 @@ class Cells:
                 if not condition.startswith("avg_")]
 
 
-def source_row(label: str, block: str, source, cells: Cells, columns: list[Column], conditions=None) -> Row:
-    """A row of this project's numbers; `conditions`: only these columns (default: all)."""
+def source_row(label: str, block: str, source, cells: Cells, columns: list[Column]) -> Row:
+    """A row of this project's numbers."""
     row = Row(label, "ours", block)
     for column in columns:
-        if conditions is None or column.condition in conditions:
-            stat = cells.stat(source, column.condition, column.metric)
-            if stat is not None:
-                row.cells[column] = stat
+        stat = cells.stat(source, column.condition, column.metric)
+        if stat is not None:
+            row.cells[column] = stat
     return row
 
 
@@ -517,8 +516,9 @@ def recovery_table(ctx: Context, long: pd.DataFrame, reference: str | None) -> T
                for m in MODALITIES for kind, label in (("mse", "MSE"), ("cos", "cosine"))]
     ratios = [Column(f"MSE / {ctx.methods.label(reference)}", f"{{{m}}}", "avg_patterns", f"ratio_rec_mse_{m}")
               for m in MODALITIES] if reference in ctx.runs else []
+    sources = ctx.sources((ALL_PATTERNS,))
     rows = []
-    for row, (_, _, source) in zip(rows_of(ctx, ctx.sources((ALL_PATTERNS,)), columns), ctx.sources((ALL_PATTERNS,))):
+    for row, (_, _, source) in zip(rows_of(ctx, sources, columns), sources):
         if not row.cells:
             continue
         for column in ratios:

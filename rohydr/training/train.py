@@ -129,8 +129,11 @@ class StageRunner:
         loss = stage1_loss(out, self.cfg.lambda_g)
         self._step(loss, "stage1")
         self._add("stage1_loss", loss)
-        self._add("stage1_diffusion", out.recovery.diffusion_loss)
-        self._add("stage1_reconstruction", out.recovery.reconstruction_loss)
+        self._add_recovery_parts(out.recovery)
+
+    def _add_recovery_parts(self, recovery) -> None:
+        self._add("stage1_diffusion", recovery.diffusion_loss)
+        self._add("stage1_reconstruction", recovery.reconstruction_loss)
 
     def generators(self, batch, avail) -> None:
         """Stage 1 alone, without the fusion: the generators' warm-up epochs."""
@@ -140,8 +143,7 @@ class StageRunner:
         loss = recovery_loss(recovery, self.cfg.lambda_g)
         self._step(loss, "stage1")
         self._add("stage1_loss", loss)
-        self._add("stage1_diffusion", recovery.diffusion_loss)
-        self._add("stage1_reconstruction", recovery.reconstruction_loss)
+        self._add_recovery_parts(recovery)
 
     def stage2(self, batch, avail) -> None:
         out = self._forward(batch, avail, with_losses=False)
@@ -198,8 +200,7 @@ class StageRunner:
             self.main.step()
             self._add(f"{stage}_loss", losses[stage])
         if "stage1" in losses:
-            self._add("stage1_diffusion", out.recovery.diffusion_loss)
-            self._add("stage1_reconstruction", out.recovery.reconstruction_loss)
+            self._add_recovery_parts(out.recovery)
         if "stage2" in losses:
             for name, value in parts.items():
                 self._add(f"stage2_{name}", value)

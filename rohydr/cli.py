@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="mosi")
     p.add_argument("--dims", type=int, nargs=3, metavar=("L", "A", "V"), default=(768, 5, 20))
     p.add_argument("--length", type=int, default=50)
+    p.add_argument("--generator", choices=("dit", "score_sde"), default="dit")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("config", help="resolve a preset plus overrides into a run configuration JSON")
@@ -133,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="eval.csv files, each under results/{dataset}/{variant}/seed{seed}/")
     _add_report_args(p)
     p.add_argument("--ablation", nargs="*", default=None, metavar="VARIANT", help="variants of the ablation table")
+    p.add_argument("--comparison", nargs="*", default=None, metavar="RUN",
+                   help="methods of the comparison table (first: the reference of the differences)")
     p.add_argument("--masks", nargs="*", default=None, metavar="H5",
                    help="the test masks (masks/seed{seed}.h5) of the seeds: with them, the intervals, collapse "
                         "marks and gap table, from the predictions.csv.gz beside each eval.csv")
@@ -146,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--eval", nargs="+", required=True, metavar="CSV")
     p.add_argument("--train-logs", nargs="*", default=[], metavar="CSV")
+    p.add_argument("--comparison", nargs="*", default=None, metavar="RUN",
+                   help="methods of the comparison figure (their MR curves beside the baselines and literature)")
     _add_report_args(p)
     p.add_argument("--out-dir", required=True)
 

@@ -72,6 +72,29 @@ class DiffusionConfig(_Section):
         return self
 
 
+class ScoreSDEConfig(_Section):
+    """The score-SDE generator (model.generator = score_sde); defaults: IMDer's code."""
+    channels: list[Count] = Field(default_factory=lambda: [32, 64, 128, 256], min_length=1)
+    embed_dim: Count = 256  # Gaussian-Fourier time embedding
+    heads: Count = 8
+    attention_layers: NonNegativeInt = 2  # cross-attention to the condition at every level; 0: none
+    sigma: float = Field(25.0, gt=1)
+    sampler: Literal["euler_maruyama", "predictor_corrector"] = "euler_maruyama"
+    snr: Positive = 0.16  # the corrector's signal-to-noise ratio
+    sampler_steps: Count = 100  # at evaluation
+    train_sampler_steps: Count = 100  # inside training (IMDer samples with the evaluation's 100)
+
+    @model_validator(mode="after")
+    def _heads_divide_channels(self):
+        if self.attention_layers:
+            for width in self.channels:
+                if width % self.heads:
+                    raise ValueError(f"channel width {width} is not divisible by heads {self.heads}")
+        if self.embed_dim % 2:
+            raise ValueError(f"embed_dim {self.embed_dim} must be even (sine and cosine halves)")
+        return self
+
+
 class ModelConfig(_Section):
     d: Count = 32  # width of every extracted modality sequence
     heads: Count = 8
@@ -87,8 +110,12 @@ class ModelConfig(_Section):
     embed_dropout: Dropout = 0.5
     output_dropout: Dropout = 0.5
     causal_attention: bool = True  # MulT's attn_mask: each step attends to past steps only
+    # The diffusion generator of each modality: RoHyDR's DiT with DDPM training and DDIM sampling, or the
+    # score-SDE ScoreNet of IMDer and of RoHyDR's code at submission time.
+    generator: Literal["dit", "score_sde"] = "dit"
     dit: DiTConfig = Field(default_factory=DiTConfig)
     diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
+    score: ScoreSDEConfig = Field(default_factory=ScoreSDEConfig)
     ur_blocks: Count = 20
     ur_reduction: Count = 16
     mr_hidden1: Count = 80
@@ -114,7 +141,11 @@ class ModelConfig(_Section):
     reconstruction_weighting: Literal["none", "inverse_variance"] = "none"
 
     @model_validator(mode="after")
-    def _heads_divide_width(self):
+    def _consistent(self):
+        if self.generator == "score_sde" and self.grad_through_sampler:
+            raise ValueError("grad_through_sampler: the score-SDE sampler runs without gradient (as in IMDer)")
+        if self.generator == "score_sde" and self.score.attention_layers and self.d % self.score.heads:
+            raise ValueError(f"d {self.d} is not divisible by score.heads {self.score.heads}")
         return _heads_divide(self, "d")
 
 
@@ -156,6 +187,8 @@ class TrainConfig(_Section):
         default_factory=lambda: dict.fromkeys(PATTERN_NAMES, 1.0))
     reuse_forward: bool = True  # one forward shared by the three stages of a batch (reference: one each)
     sequential_epochs: NonNegativeInt = 0  # max epochs of each stage under the sequential schedule (0: max_epochs)
+    # joint schedule: the weight of the recovery loss (stage 1) beside the emotion loss
+    recovery_weight: NonNegative = 1.0
 
     @field_validator("pattern_weights", mode="before")
     @classmethod
@@ -205,6 +238,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"d": 16, "heads": 4, "nlevels": 2, "memory_min_layers": 2,
                   "dit": {"hidden": 32, "depth": 2, "heads": 4},
                   "diffusion": {"sampler_steps": 10, "train_sampler_steps": 5},
+                  "score": {"channels": [16, 32, 64], "embed_dim": 32, "heads": 4, "attention_layers": 1,
+                            "sampler_steps": 10, "train_sampler_steps": 5},
                   "ur_blocks": 2, "ur_reduction": 4, "mr_hidden1": 32, "mr_hidden2": 32,
                   "disc_hidden1": 32, "disc_hidden2": 16,
                   "text_dropout": 0.1, "attn_dropout": 0.1, "attn_dropout_a": 0.1, "attn_dropout_v": 0.1,
@@ -216,6 +251,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"d": 8, "heads": 2, "nlevels": 1, "memory_min_layers": 1,
                   "dit": {"hidden": 16, "depth": 1, "heads": 2},
                   "diffusion": {"sampler_steps": 4, "train_sampler_steps": 4},
+                  "score": {"channels": [8, 16], "embed_dim": 16, "heads": 2, "attention_layers": 1,
+                            "sampler_steps": 4, "train_sampler_steps": 4},
                   "ur_blocks": 1, "ur_reduction": 4, "mr_hidden1": 16, "mr_hidden2": 16,
                   "disc_hidden1": 16, "disc_hidden2": 8},
         "pretrain": {"max_epochs": 2, "early_stop": 2, "batch_size": 16},

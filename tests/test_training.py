@@ -205,3 +205,15 @@ def test_bench_reports_every_figure(workspace, tmp_path):
     assert figures["reference_eval_seconds"] > figures["reference_text_encoder_seconds"] > 0
     assert figures["eval_ratio_to_reference"] > 0 and figures["eval_ratio_to_reference_same_kernels"] > 0
     assert "train epoch" in result.stdout
+
+
+def test_bench_covers_the_score_sde_generator_and_imder_joint_step(workspace, tmp_path):
+    import json
+
+    out = tmp_path / "bench.json"
+    imder = '{"model": {"generator": "score_sde", "use_multimodal_reconstructor": false}, "train": {"schedule": "joint"}}'
+    run_cli("bench", "--preset", "tiny", "--data", workspace["h5"], "--batches", 1, "--eval-samples", 8,
+            "--override", imder, "--json", out, "--device", "cpu")
+    figures = json.loads(out.read_text())
+    assert figures["overrides"][0]["model"]["generator"] == "score_sde"
+    assert set(figures["seconds_per_batch"]) == {"joint", "total"} and figures["eval_seconds"] > 0

@@ -74,6 +74,21 @@ def test_dry_run_lists_every_protocol_of_every_run(tmp_path, configfiles):
     assert per_mr == {(run, f"mr{rate:.1f}") for run in protocols["per_mr"]["runs"] for rate in protocols["per_mr"]["rates"]}
 
 
+def test_peer_targets_train_every_seed_under_the_configured_protocols(tmp_path):
+    result = snakemake("imder", "rohydr_sde", "-n", "--cores", 2, "--configfile", CONFIG, MMSA, "--config",
+                       "run_datasets=[synthetic]", cwd=tmp_path)
+    jobs = scheduled_jobs(result.stdout)
+    config = merged(CONFIG, MMSA)
+    protocols = ["all_patterns", *(f"mr{rate:.1f}" for rate in config["protocols"]["per_mr"]["rates"])]
+    for run in ("imder", "rohydr_sde"):
+        trained = {(job["protocol"], job["seed"]) for rule, job in jobs if rule == "train" and job["variant"] == run}
+        assert trained == {(p, str(seed)) for p in protocols for seed in config["seeds"]}, run
+    result = snakemake("comparison", "-n", "--cores", 2, "--configfile", CONFIG, cwd=tmp_path)
+    jobs = scheduled_jobs(result.stdout)
+    assert {"aggregate", "plots"} <= {rule for rule, _ in jobs}
+    assert {job["variant"] for rule, job in jobs if rule == "train"} >= {"rohydr", "rohydr_sde", "imder"}
+
+
 def test_redundancy_sweep_is_a_target_of_its_own(tmp_path):
     result = snakemake("redundancy_sweep", "-n", "--cores", 2, "--configfile", CONFIG, FAST, cwd=tmp_path)
     jobs = scheduled_jobs(result.stdout)
@@ -143,6 +158,8 @@ def test_slurm_profile_stops_before_submitting_when_its_variables_are_unset(tmp_
 
 @pytest.mark.parametrize("extra, message", [
     ({"ablation": ["rohydr", "no_such_variant"]}, "no_such_variant"),
+    ({"comparison": ["rohydr", "joint_optimization"]}, "comparison rows ['joint_optimization'] are not in"),
+    ({"variants": {"sde": {"model": {"generator": "score_sde", "score": {"heads": 5}}}}}, "not divisible by heads 5"),
     ({"seeds": ["one"]}, "'one' is not of type 'integer'"),
     ({"datasets": {"synthetic": {"preset": "huge"}}}, "'huge' is not one of"),
     ({"variants": {"typo": {"model": {"use_difusion": False}}}}, "use_difusion"),
@@ -164,7 +181,8 @@ def full_run(tmp_path_factory):
     return folder
 
 
-TABLES = ("missing_patterns", "missing_rates", "ablation", "gap_closed", "recovery")
+TABLES = ("missing_patterns", "missing_rates", "ablation", "comparison", "gap_closed", "recovery")
+FIGURES = ("mr_curves", "recovery_quality", "training_curves", "comparison")
 
 
 def test_fast_pipeline_produces_tables_and_figures(full_run):
@@ -185,7 +203,12 @@ def test_fast_pipeline_produces_tables_and_figures(full_run):
     assert "| RoHyDR (per-MR) |" in rates and "| RoHyDR (all-pattern) |" in rates
     assert "| RoHyDR |" in (tables / "gap_closed.md").read_text()
     assert "| Ridge fill |" in (tables / "recovery.md").read_text()
-    for name in ("mr_curves", "training_curves", "recovery_quality"):
+    comparison = (tables / "comparison.md").read_text()
+    for row in [*config["comparison"], "complete_zero"]:
+        assert f"| {names.get(row, row)} |" in comparison, row
+    assert "| Optimum (Bayes, from the generative model) |" in comparison
+    assert re.search(r"\| IMDer \| .*\| [-+]\d+\.\d+\*? ± \S+ \[\S+, \S+\] \|", comparison)
+    for name in FIGURES:
         assert (full_run / f"results/synthetic/figures/{name}.png").read_bytes()[:4] == b"\x89PNG"
         assert (full_run / f"results/synthetic/figures/{name}.pdf").read_bytes()[:4] == b"%PDF"
     scores = pd.read_csv(full_run / "results/synthetic/rohydr/all_patterns/seed1/eval.csv")
@@ -310,7 +333,7 @@ def test_report_shows_every_table_and_figure_with_captions(full_run):
     html = (full_run / "results/report.html").read_text()
     entries = report_entries(html)
     tables = [f"results/synthetic/tables/{name}.html" for name in TABLES]
-    figures = [f"results/synthetic/figures/{name}.png" for name in ("mr_curves", "recovery_quality", "training_curves")]
+    figures = [f"results/synthetic/figures/{name}.png" for name in FIGURES]
     assert sorted(entries) == sorted(tables + figures)  # each once: no md / tex / csv duplicates
     config = merged(CONFIG, FAST)
     main = config["display_names"][config["main_variant"]]

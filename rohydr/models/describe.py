@@ -1,4 +1,5 @@
-"""`rohydr describe`: parameter count of every model component, beside the reference's counts."""
+"""`rohydr describe`: parameter count of every model component, beside the reference's counts: RoHyDR's
+code for the DiT generator, IMDer's code (its defaults) for the score-SDE generator."""
 from __future__ import annotations
 
 import json
@@ -27,6 +28,24 @@ REFERENCE_COUNTS = {
     "head": 74_305,
     "total": 4_176_034,
 }
+# IMDer's code (github mdswyz/IMDer) at the same setting: the same extractor, mixers (its cat_* convs),
+# reconstructors, fusion and head; a ScoreNet per modality (channels 32/64/128/256, embedding 256, two
+# cross-attention layers of 8 heads per level); no multimodal reconstructor, no discriminator.
+IMDER_COUNTS = {
+    **REFERENCE_COUNTS,
+    **{f"diffusion.{m}": 3_457_664 for m in MODALITIES},
+    "multimodal_reconstructor": 0,
+    "discriminator": 0,
+    "total": 4_176_034 - 3 * 490_592 + 3 * 3_457_664 - 42_032 - 33_409,
+}
+REFERENCES = {"dit": ("RoHyDR's code", REFERENCE_COUNTS), "score_sde": ("IMDer's code", IMDER_COUNTS)}
+DIFFERENCES = {
+    "dit": "Each DiT: 4,160 fewer (one 64 -> 32 output layer, where the reference has a 64 -> 64 layer whose "
+           "learned-sigma half is discarded plus a 64 -> 32 map back).",
+    "score_sde": "Each ScoreNet: 128 fewer (the fixed Fourier frequencies of the time embedding are a buffer "
+                 "here, a frozen parameter there). Multimodal reconstructor and discriminator: built for "
+                 "rohydr_sde; the imder variant never calls them (IMDer has neither).",
+}
 
 
 def _count(module: nn.Module) -> int:
@@ -48,24 +67,26 @@ def parameter_counts(model) -> dict[str, int]:
     return counts
 
 
-def describe(preset: str, dims: tuple[int, int, int], length: int) -> dict:
+def describe(preset: str, dims: tuple[int, int, int], length: int, generator: str = "dit") -> dict:
     from rohydr.models.rohydr import RoHyDR
 
     try:
-        config = build_run_config(preset).model
+        config = build_run_config(preset, {"model": {"generator": generator}}).model
         model = RoHyDR(config, tuple(dims), length)
     except ValueError as error:
-        setting = f"--preset {preset} --dims {' '.join(map(str, dims))} --length {length}"
+        setting = f"--preset {preset} --dims {' '.join(map(str, dims))} --length {length} --generator {generator}"
         raise RohydrError(f"describe {setting}: {error}") from None
     counts = parameter_counts(model)
+    source, reference_counts = REFERENCES[generator]
     same_setting = {"preset": preset, "dims": tuple(dims), "length": length} == REFERENCE_SETTING
     rows = {}
     for name, ours in counts.items():
-        reference = REFERENCE_COUNTS.get(name) if same_setting else None
+        reference = reference_counts.get(name) if same_setting else None
         rows[name] = {"ours": ours, "reference": reference,
                       "difference": None if reference is None else ours - reference}
     return {"preset": preset, "dims": list(dims), "length": length, "sequence_length": model.seq_len,
-            "components": rows}
+            "generator": generator, "reference": source if same_setting else None,
+            "differences": DIFFERENCES[generator] if same_setting else None, "components": rows}
 
 
 def format_table(result: dict) -> str:
@@ -77,13 +98,16 @@ def format_table(result: dict) -> str:
             for name, r in result["components"].items()]
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(4)]
     lines = [f"preset {result['preset']}, dims {'/'.join(map(str, result['dims']))}, length {result['length']} "
-             f"(T = {result['sequence_length']} after the extractor)"]
+             f"(T = {result['sequence_length']} after the extractor), generator {result['generator']}"
+             + (f"; reference: {result['reference']}" if result["reference"] else "")]
     for row in [header, *body]:
         lines.append(row[0].ljust(widths[0]) + "".join("  " + v.rjust(w) for v, w in zip(row[1:], widths[1:])))
+    if result["differences"]:
+        lines.append(result["differences"])
     return "\n".join(lines)
 
 
 def cli_describe(args) -> int:
-    result = describe(args.preset, tuple(args.dims), args.length)
+    result = describe(args.preset, tuple(args.dims), args.length, args.generator)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0

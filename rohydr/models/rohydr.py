@@ -40,6 +40,7 @@ from rohydr.models.fusion import FusionNetwork
 from rohydr.models.imputation import RidgeFill
 from rohydr.models.multimodal_reconstructor import MultimodalReconstructor
 from rohydr.models.noise_schedule import NoiseSchedule
+from rohydr.models.score_sde import VESDE, ScoreNet1d, sample as sde_sample, score_matching_loss
 from rohydr.models.unimodal_reconstructor import UnimodalReconstructor
 
 PATTERN_BITS = (4, 2, 1)  # pattern code = 4*l + 2*a + 1*v over availability; 7 = complete
@@ -80,9 +81,8 @@ class RoHyDR(nn.Module):
         fused_dim = 2 * len(MODALITIES) * d
 
         self.extractor = FeatureExtractor(self.dims, d, config.extractor_kernel, config.text_dropout)
-        dit = config.dit
-        self.diffusion = nn.ModuleDict({
-            m: DiT1d(d, self.seq_len, dit.hidden, dit.depth, dit.heads, dit.mlp_ratio) for m in MODALITIES})
+        self.sde = VESDE(config.score.sigma)
+        self.diffusion = nn.ModuleDict({m: self._make_generator() for m in MODALITIES})
         self.mixers = make_mixers(d)
         self.unimodal_reconstructor = nn.ModuleDict({
             m: UnimodalReconstructor(d, config.ur_blocks, config.ur_reduction) for m in MODALITIES})
@@ -99,12 +99,26 @@ class RoHyDR(nn.Module):
         self.schedule = NoiseSchedule(schedule.train_steps, schedule.beta_start, schedule.beta_end)
         self.statistics = FeatureStatistics(self.seq_len, d)  # of the training split; set by training
         self.ridge = RidgeFill(self.seq_len, d) if config.recovery == "ridge_fill" else None
-        self.denoisers = {m: self.diffusion[m].denoise for m in MODALITIES}  # see compile_denoisers
+        self.denoisers = {m: self._denoiser(self.diffusion[m]) for m in MODALITIES}  # see compile_denoisers
+
+    def _make_generator(self) -> nn.Module:
+        cfg = self.config
+        if cfg.generator == "score_sde":
+            score = cfg.score
+            return ScoreNet1d(cfg.d, self.sde, tuple(score.channels), score.embed_dim, score.heads,
+                              score.attention_layers)
+        dit = cfg.dit
+        return DiT1d(cfg.d, self.seq_len, dit.hidden, dit.depth, dit.heads, dit.mlp_ratio)
+
+    def _denoiser(self, generator: nn.Module):
+        """The call a sampling chain repeats: the DiT's denoise on an embedded condition, the ScoreNet itself."""
+        return generator if self.config.generator == "score_sde" else generator.denoise
 
     def compile_denoisers(self, **options) -> None:
-        """Run the DiTs' denoising calls (50 per sampled chain) through torch.compile, for any number
+        """Run the generators' repeated calls (one per sampler step) through torch.compile, for any number
         of rows. On CUDA it fuses the many small kernels of a call; on a CPU it measured no gain."""
-        self.denoisers = {m: torch.compile(self.diffusion[m].denoise, dynamic=True, **options) for m in MODALITIES}
+        self.denoisers = {m: torch.compile(self._denoiser(self.diffusion[m]), dynamic=True, **options)
+                          for m in MODALITIES}
 
     # ----------------------------------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -153,8 +167,7 @@ class RoHyDR(nn.Module):
             rec_feats = self._with_recovered(feats, recovered)
             return Recovery(rec_feats, recovered, zero, zero, missing_rows, missing_index)
         rows_by_m, conds_by_m = self._conditions(feats, codes, device)
-        steps = sampler_steps or (self.config.diffusion.train_sampler_steps if self.training
-                                  else self.config.diffusion.sampler_steps)
+        steps = sampler_steps or self._sampler_steps()
         recovered, diffusion_sum, reconstruction_sum = {}, zero, zero
         for slot, m in enumerate(MODALITIES):
             if not rows_by_m[m]:
@@ -173,6 +186,10 @@ class RoHyDR(nn.Module):
         n = len(incomplete)
         rec_feats = self._with_recovered(feats, recovered)
         return Recovery(rec_feats, recovered, diffusion_sum / n, reconstruction_sum / n, missing_rows, missing_index)
+
+    def _sampler_steps(self) -> int:
+        steps = self.config.score if self.config.generator == "score_sde" else self.config.diffusion
+        return steps.train_sampler_steps if self.training else steps.sampler_steps
 
     @staticmethod
     def _with_recovered(feats: Feats, recovered: dict) -> Feats:
@@ -249,15 +266,9 @@ class RoHyDR(nn.Module):
         cfg = self.config
         diffusion_rows = reconstruction_rows = None
         if cfg.use_diffusion:
-            dit = self.diffusion[m]
-            cond_embedding = dit.embed_condition(cond)
             if start is None:
                 start = _randn(cond.shape, generator, cond.device)
-            with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.grad_through_sampler):
-                sample = self.schedule.ddim_sample(self.denoisers[m], cond_embedding, start, steps, self._clip_x0(m))
-            if target is not None:
-                diffusion_rows = self.schedule.ddpm_loss(recomputed_in_backward(self.denoisers[m]), target,
-                                                         cond_embedding, generator, reduction="none")
+            sample, diffusion_rows = self._diffuse(m, cond, start, target, generator, steps)
         else:
             sample = cond  # no diffusion: the reconstructor maps the condition itself
         if not cfg.use_unimodal_reconstructor:
@@ -266,6 +277,24 @@ class RoHyDR(nn.Module):
         if target is not None:
             reconstruction_rows = F.mse_loss(values.float(), target.float(), reduction="none").flatten(1).mean(1)
         return values, diffusion_rows, reconstruction_rows
+
+    def _diffuse(self, m: str, cond: torch.Tensor, start: torch.Tensor, target: torch.Tensor | None,
+                 generator: torch.Generator | None, steps: int):
+        """The generator's sample from `start` and, with a target, its per-row training loss."""
+        cfg, loss = self.config, None
+        if cfg.generator == "score_sde":
+            score = cfg.score
+            sample = sde_sample(self.denoisers[m], self.sde, cond, start, steps, score.sampler, score.snr)
+            if target is not None:
+                loss = score_matching_loss(recomputed_in_backward(self.denoisers[m]), self.sde, target, cond, generator)
+            return sample, loss
+        cond_embedding = self.diffusion[m].embed_condition(cond)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.grad_through_sampler):
+            sample = self.schedule.ddim_sample(self.denoisers[m], cond_embedding, start, steps, self._clip_x0(m))
+        if target is not None:
+            loss = self.schedule.ddpm_loss(recomputed_in_backward(self.denoisers[m]), target, cond_embedding,
+                                           generator, reduction="none")
+        return sample, loss
 
     def _clip_x0(self, m: str) -> float | torch.Tensor | None:
         clip = self.config.diffusion.clip_x0

@@ -189,18 +189,40 @@ def mr_panels(look: Look, runs: list[str], has_literature: bool) -> list[tuple[s
     return panels
 
 
-def mr_curves(long: pd.DataFrame, dataset: str, out_dir: Path, look: Look, peers: pd.DataFrame) -> list[Path]:
-    """Acc-2 / F1 (non-0) vs nominal MR; x = 0 is the complete condition."""
-    stats = mr_stats(long)
-    runs = [r for r in look.methods.ordered(long.variant) if r in set(stats.variant)]
+def panel_protocols(long: pd.DataFrame, members: list[str]) -> tuple[pd.DataFrame, str]:
+    """The panel's MR scores from ONE training protocol, so that its lines compare like with like:
+    per-MR models when every trained member has them, else the all-pattern models."""
+    part = long[long.variant.isin(members)]
+    trained = [set(group.protocol) - {COMPLETE_DATA} for _, group in part.groupby("variant")]
+    trained = [protocols for protocols in trained if protocols]
+    if trained and all(PER_MR in protocols for protocols in trained):
+        return one_protocol_per_run(part, (PER_MR, COMPLETE_DATA)), "per-MR models"
+    return one_protocol_per_run(part, (ALL_PATTERNS, COMPLETE_DATA)), "all-pattern models"
+
+
+def mr_curves(long: pd.DataFrame, dataset: str, out_dir: Path, look: Look, peers: pd.DataFrame,
+              compared: list[str] | None = None) -> list[Path]:
+    """Acc-2 / F1 (non-0) vs nominal MR; x = 0 is the complete condition. With `compared`: the figure
+    "comparison", one panel with those runs, the baselines and the literature."""
+    name = "mr_curves" if compared is None else "comparison"
+    runs = [r for r in look.methods.ordered(long.variant) if r in set(mr_stats(long).variant)]
     if not runs:
-        return placeholder(out_dir, "mr_curves", f"{dataset}: no Acc-2 / F1 under missing rates in the eval files")
+        return placeholder(out_dir, name, f"{dataset}: no Acc-2 / F1 under missing rates in the eval files")
     quoted = literature_curves(peers)
     quoted_colors = literature_colors(quoted.method)
-    panels = mr_panels(look, runs, not quoted.empty)
-    fig, axes = plt.subplots(2, len(panels), figsize=(4.6 * len(panels) + 0.6, 6.4), sharex=True, sharey="row",
+    if compared is None:
+        panels = mr_panels(look, runs, not quoted.empty)
+    else:
+        baselines = [r for r in runs if look.methods.role(r) == "baseline" and r not in compared]
+        members = [r for r in compared if r in runs]
+        title = ", ".join(look.label(r) for r in members) + " vs baselines"
+        panels = [(title + (" and literature" if not quoted.empty else ""), members + baselines)]
+    width = 4.6 * len(panels) + 0.6 if compared is None else 7.6  # one panel, room for the title and legend
+    fig, axes = plt.subplots(2, len(panels), figsize=(width, 6.6), sharex=True, sharey="row",
                              squeeze=False)
     for col, (title, members) in enumerate(panels):
+        scores, protocol = panel_protocols(long, members)
+        stats = mr_stats(scores)
         spread = len(members) <= MAX_ERRORBAR_LINES
         offsets = dict(zip(members, np.linspace(-0.01, 0.01, len(members))))
         for row, metric in enumerate(PAIR_LABELS):
@@ -215,16 +237,14 @@ def mr_curves(long: pd.DataFrame, dataset: str, out_dir: Path, look: Look, peers
             ax.set_xticks(list(MR_X.values()), ["0\n(complete)", *(f"{x:.1f}" for x in list(MR_X.values())[1:])])
             ax.set_xlim(-0.04, 0.74)
             if row == 0:
-                note = f"\n(± std: {look.label(members[0])} only; all in the tables)"
-                ax.set_title(title if spread else title + note)
+                note = "" if spread else f"\n(± std: {look.label(members[0])} only; all in the tables)"
+                ax.set_title(f"{title}, {protocol}{note}")
             else:
                 ax.set_xlabel("nominal missing rate (fraction of modality entries)")
         axes[1, col].legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, frameon=False)
     n_seeds = long.groupby("variant").seed.nunique().max()
-    per_mr = sorted({look.label(r) for r in long[long.protocol == PER_MR].variant})
-    how = (f"; {', '.join(per_mr)}: one model per rate, the others one all-pattern model" if per_mr else "")
-    fig.suptitle(f"{dataset}: accuracy under missing modalities (mean ± std over {seeds_text(n_seeds)}{how})")
-    return save(fig, out_dir, "mr_curves")
+    fig.suptitle(f"{dataset}: accuracy under missing modalities (mean ± std over {seeds_text(n_seeds)})")
+    return save(fig, out_dir, name)
 
 
 # ----------------------------------------------------------------------------- training curves
@@ -419,7 +439,7 @@ def recovery_quality(long: pd.DataFrame, dataset: str, out_dir: Path, look: Look
 # ----------------------------------------------------------------------------- command
 
 def plots(dataset: str, eval_paths: list, train_logs: list, out_dir, methods: Methods | None = None,
-          literature: str = "auto", peers_key: str | None = None) -> list[Path]:
+          literature: str = "auto", peers_key: str | None = None, comparison: list[str] | None = None) -> list[Path]:
     out_dir = Path(out_dir)
     methods = methods or Methods()
     long = read_evals(eval_paths)
@@ -428,15 +448,18 @@ def plots(dataset: str, eval_paths: list, train_logs: list, out_dir, methods: Me
     runs = [*dict.fromkeys([*long.variant, *logs.variant])]
     methods.check(runs)
     look = Look(methods, methods.colors(runs))
-    rates = one_protocol_per_run(long, (PER_MR, ALL_PATTERNS, COMPLETE_DATA))
     patterns = one_protocol_per_run(long, (ALL_PATTERNS, COMPLETE_DATA))
     with plt.rc_context(STYLE):
-        return [*mr_curves(rates, dataset, out_dir, look, peers), *training_curves(logs, dataset, out_dir, look),
-                *recovery_quality(patterns, dataset, out_dir, look)]
+        paths = [*mr_curves(long, dataset, out_dir, look, peers), *training_curves(logs, dataset, out_dir, look),
+                 *recovery_quality(patterns, dataset, out_dir, look)]
+        if comparison is not None:
+            compared = comparison or [methods.main_of(runs)]
+            paths += mr_curves(long, dataset, out_dir, look, peers, compared)
+        return paths
 
 
 def cli_plots(args) -> int:
     paths = plots(args.dataset, args.eval, args.train_logs, args.out_dir, Methods.from_args(args), args.literature,
-                  args.peers_key)
+                  args.peers_key, args.comparison)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0

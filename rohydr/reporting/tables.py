@@ -441,26 +441,24 @@ def paired_by_seed(long: pd.DataFrame, source, reference, condition: str, metric
     return Stat(float(values.mean()), float(values.std()) if len(values) > 1 else math.nan, len(values))
 
 
-def ablation_rows(requested: list[str], runs: list[str], methods: Methods) -> list[str]:
+def compared_runs(requested: list[str], runs: list[str], methods: Methods, option: str) -> list[str]:
     """The requested variants (none: every variant, the main one first), then the evaluated baselines."""
     names = list(requested) or [run for run in methods.ordered(runs) if methods.role(run) != "baseline"]
     absent = [name for name in names if name not in runs]
     if absent:
-        raise RohydrError(f"aggregate --ablation: no eval.csv for variant(s) {absent}; evaluated: {runs}")
+        raise RohydrError(f"aggregate --{option}: no all-pattern eval.csv for run(s) {absent}; evaluated: {runs}")
     return names + [b for b in methods.ordered(runs) if methods.role(b) == "baseline" and b not in names]
 
 
-def ablation_table(ctx: Context, requested: list[str], long: pd.DataFrame) -> Table:
+def compared_rows(ctx: Context, requested: list[str], long: pd.DataFrame, columns: list[Column],
+                  deltas: list[Column], option: str) -> list[Row]:
+    """One row per compared all-pattern run (then the baselines), with each delta column's paired
+    difference of Acc-2 to the first row."""
     trained = [run for run in ctx.runs if ALL_PATTERNS in ctx.cells.protocols(run)]
-    names = ablation_rows(requested, [r for r in ctx.runs if r in trained or ctx.methods.role(r) == "baseline"],
-                          ctx.methods)
-    sources = {label: entry for label, *entry in ctx.sources((ALL_PATTERNS, COMPLETE_DATA))}
-    by_run = {source[0]: (label, block, source) for label, (block, source) in sources.items()}
+    names = compared_runs(requested, [r for r in ctx.runs if r in trained or ctx.methods.role(r) == "baseline"],
+                          ctx.methods, option)
+    by_run = {source[0]: (label, block, source) for label, block, source in ctx.sources((ALL_PATTERNS, COMPLETE_DATA))}
     reference = by_run[names[0]][2]
-    columns = [*pair_columns("Avg. patterns", "avg_patterns"), *pair_columns("Avg. MR", "avg_mr"),
-               *pair_columns("Complete", "complete"), Column("MAE", "patterns", "avg_patterns", "mae")]
-    deltas = [Column(f"Δ Acc-2 vs {ctx.methods.label(names[0])}", label, condition, "delta_acc2_non0")
-              for label, condition in (("patterns", "avg_patterns"), ("MR", "avg_mr"))]
     rows = []
     for name in names:
         label, block, source = by_run[name]
@@ -471,10 +469,42 @@ def ablation_table(ctx: Context, requested: list[str], long: pd.DataFrame) -> Ta
             elif (delta := paired_delta(ctx, long, source, reference, column.condition, PAIR[0])) is not None:
                 row.cells[column] = delta
         rows.append(row)
+    return rows
+
+
+def delta_columns(ctx: Context, reference: str, conditions: dict[str, str]) -> list[Column]:
+    return [Column(f"Δ Acc-2 vs {ctx.methods.label(reference)}", label, condition, "delta_acc2_non0")
+            for label, condition in conditions.items()]
+
+
+DELTA_NOTE = ("Δ: Acc-2 (non-0) difference to the first row in percentage points, paired by seed (and by test row "
+              "for the interval).")
+
+
+def ablation_table(ctx: Context, requested: list[str], long: pd.DataFrame) -> Table:
+    columns = [*pair_columns("Avg. patterns", "avg_patterns"), *pair_columns("Avg. MR", "avg_mr"),
+               *pair_columns("Complete", "complete"), Column("MAE", "patterns", "avg_patterns", "mae")]
+    reference = (requested or ctx.runs)[0]
+    deltas = delta_columns(ctx, reference, {"patterns": "avg_patterns", "MR": "avg_mr"})
+    rows = compared_rows(ctx, requested, long, columns, deltas, "ablation")
     title = f"Ablation, {ctx.dataset}: Acc-2 and F1 (non-0) in %, MAE, {seeds_phrase(rows)}"
-    notes = ["Δ: Acc-2 (non-0) difference to the first row in percentage points, paired by seed (and by test "
-             "row for the interval). One model per seed trained and selected on every availability pattern."]
+    notes = [DELTA_NOTE + " One model per seed trained and selected on every availability pattern."]
     return Table("ablation", title, [*columns, *deltas], rows, table_notes(ctx, rows, notes))
+
+
+def comparison_table(ctx: Context, requested: list[str], long: pd.DataFrame) -> Table:
+    """The compared methods (RoHyDR, its peers) on every missing pattern, with the bounds."""
+    columns = [*(Column(PATTERN_HEADERS[p], "Acc-2", p, PAIR[0]) for p in MISSING_PATTERNS),
+               *pair_columns("Avg. patterns", "avg_patterns"), Column("Avg. MR", "Acc-2", "avg_mr", PAIR[0])]
+    reference = (requested or ctx.runs)[0]
+    deltas = delta_columns(ctx, reference, {"patterns": "avg_patterns", "MR": "avg_mr"})
+    rows = [row for row in compared_rows(ctx, requested, long, columns, deltas, "comparison") if row.cells]
+    rows += rows_of(ctx, ctx.optimum_sources(), columns)
+    title = f"Comparison, {ctx.dataset}: Acc-2 and F1 (non-0) in %, {seeds_phrase(rows)}"
+    notes = ["Every method on the same data, pretrained backbone, saved masks and seeds; one model per seed trained "
+             "and selected on every availability pattern. Columns name the AVAILABLE modalities; Avg. MR is the "
+             "mean over MR 0.1-0.7 of the same model. " + DELTA_NOTE]
+    return Table("comparison", title, [*columns, *deltas], rows, table_notes(ctx, rows, notes))
 
 
 def gap_table(ctx: Context) -> Table:
@@ -538,7 +568,7 @@ def recovery_table(ctx: Context, long: pd.DataFrame, reference: str | None) -> T
 
 # ----------------------------------------------------------------------------- command
 
-TABLE_NAMES = ("missing_patterns", "missing_rates", "ablation", "gap_closed", "recovery")
+TABLE_NAMES = ("missing_patterns", "missing_rates", "ablation", "comparison", "gap_closed", "recovery")
 
 
 def prediction_paths(eval_paths: list) -> dict[tuple[str, str, int], Path]:
@@ -554,7 +584,8 @@ def prediction_paths(eval_paths: list) -> dict[tuple[str, str, int], Path]:
 
 def aggregate(dataset: str, eval_paths: list, out_dir, literature: str = "auto", peers_key: str | None = None,
               ablation: list[str] | None = None, methods: Methods | None = None, masks: list | None = None,
-              optimum=None, floor: str | None = None, recovery_reference: str | None = None) -> dict[str, Table]:
+              optimum=None, floor: str | None = None, recovery_reference: str | None = None,
+              comparison: list[str] | None = None) -> dict[str, Table]:
     """Tables from eval.csv files; with `masks` (the test masks, seed{seed}.h5) also the intervals, the
     collapse marks and the gap table, from the predictions.csv.gz beside each eval.csv, and with `optimum`
     (a synthetic dataset's optimum_samples.csv.gz) the optimum row."""
@@ -578,6 +609,8 @@ def aggregate(dataset: str, eval_paths: list, out_dir, literature: str = "auto",
     tables = {"missing_patterns": patterns_table(ctx), "missing_rates": rates_table(ctx, realized_rates(long))}
     if ablation is not None:
         tables["ablation"] = ablation_table(ctx, ablation, long)
+    if comparison is not None:
+        tables["comparison"] = comparison_table(ctx, comparison, long)
     tables["gap_closed"] = gap_table(ctx)
     tables["recovery"] = recovery_table(ctx, long, recovery_reference)
     for warning in ctx.cells.warnings():
@@ -598,7 +631,7 @@ def aggregate(dataset: str, eval_paths: list, out_dir, literature: str = "auto",
 def cli_aggregate(args) -> int:
     tables = aggregate(args.dataset, args.eval, args.out_dir, args.literature, args.peers_key, args.ablation,
                        Methods.from_args(args), masks=args.masks, optimum=args.optimum, floor=args.floor,
-                       recovery_reference=args.recovery_reference)
+                       recovery_reference=args.recovery_reference, comparison=args.comparison)
     print(to_markdown(tables["missing_patterns"]))
     print(f"wrote {', '.join(tables)} tables, all_metrics.csv and seeds.csv to {args.out_dir}")
     return 0

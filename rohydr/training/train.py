@@ -165,7 +165,7 @@ class StageRunner:
         out = self._forward(batch, avail, with_losses=has_missing)
         loss = stage3_loss(out, batch[1], self.cfg.lambda_c)
         if has_missing and self.runs_stage1:
-            loss = loss + stage1_loss(out, self.cfg.lambda_g)
+            loss = loss + self.cfg.recovery_weight * stage1_loss(out, self.cfg.lambda_g)
         if has_missing and self.runs_stage2:
             if self.runs_discriminator:
                 self._discriminator_step(out)

@@ -61,6 +61,7 @@ EVALUATED = (TRAININGS + [(run, ALL_PATTERNS) for run in FED_ZEROS]
              + [(run, COMPLETE_DATA) for run in BUILT_IN])
 DISPLAY_NAMES = config.get("display_names", {})
 ABLATION = config.get("ablation") or [MAIN_VARIANT, *(v for v in VARIANTS if v != MAIN_VARIANT)]
+COMPARISON = config.get("comparison") or [MAIN_VARIANT]
 RES = config["resources"]
 
 
@@ -68,13 +69,14 @@ def _check_names():
     unknown = [name for name in RUN_DATASETS if name not in DATASETS]
     if unknown:
         raise ValueError(f"run_datasets names unknown dataset(s) {unknown}; configured: {sorted(DATASETS)}")
-    unknown = [name for name in ABLATION if name not in TRAINED]
-    if unknown:
-        raise ValueError(f"ablation names unknown variant(s) {unknown}; configured: {sorted(TRAINED)}")
-    untrained = [name for name in ABLATION if ALL_PATTERNS not in protocols_of(name)]
-    if untrained:
-        raise ValueError(f"ablation rows {untrained} are not in protocols.all_patterns.runs: the ablation table "
-                         "compares all-pattern models")
+    for key, rows in {"ablation": ABLATION, "comparison": COMPARISON}.items():
+        unknown = [name for name in rows if name not in TRAINED]
+        if unknown:
+            raise ValueError(f"{key} names unknown run(s) {unknown}; configured: {sorted(TRAINED)}")
+        untrained = [name for name in rows if ALL_PATTERNS not in protocols_of(name)]
+        if untrained:
+            raise ValueError(f"{key} rows {untrained} are not in protocols.all_patterns.runs: the {key} table "
+                             "compares all-pattern models")
     for protocol, spec in PROTOCOLS.items():
         unknown = [name for name in spec.get("runs", []) if name not in TRAINED]
         if unknown:
@@ -193,8 +195,8 @@ def runtime_args():
     return " ".join(flags)
 
 
-TABLES = ["missing_patterns", "missing_rates", "ablation", "gap_closed", "recovery"]
-FIGURES = ["mr_curves", "training_curves", "recovery_quality"]
+TABLES = ["missing_patterns", "missing_rates", "ablation", "comparison", "gap_closed", "recovery"]
+FIGURES = ["mr_curves", "training_curves", "recovery_quality", "comparison"]
 
 
 TABLE_FORMATS = ["html", "md", "tex", "csv"]

@@ -32,18 +32,25 @@ rule aggregate:
             labels={"table": "3. ablation"},
         ),
         report(
+            "results/{dataset}/tables/comparison.html",
+            caption="../report/comparison.rst",
+            category="{dataset}",
+            subcategory="Tables",
+            labels={"table": "4. comparison with peers"},
+        ),
+        report(
             "results/{dataset}/tables/gap_closed.html",
             caption="../report/gap_closed.rst",
             category="{dataset}",
             subcategory="Tables",
-            labels={"table": "4. share of the gap closed"},
+            labels={"table": "5. share of the gap closed"},
         ),
         report(
             "results/{dataset}/tables/recovery.html",
             caption="../report/recovery.rst",
             category="{dataset}",
             subcategory="Tables",
-            labels={"table": "5. recovery"},
+            labels={"table": "6. recovery"},
         ),
         [f"results/{{dataset}}/tables/{table}.{ext}" for table in TABLES for ext in TABLE_FORMATS if ext != "html"],
         "results/{dataset}/tables/all_metrics.csv",
@@ -51,6 +58,7 @@ rule aggregate:
     params:
         shown=report_args,
         ablation=" ".join([*ABLATION, *FED_ZEROS]),
+        comparison=" ".join(COMPARISON),
         optimum=lambda wc: " ".join(f"--optimum {path}" for path in optimum_samples(wc.dataset)),
         reference=recovery_reference_args(),
     log:
@@ -59,6 +67,7 @@ rule aggregate:
     shell:
         "rohydr aggregate --dataset {wildcards.dataset} --eval {input.scores} --masks {input.masks}"
         " {params.optimum} {params.reference} {params.shown} --ablation {params.ablation}"
+        " --comparison {params.comparison}"
         " --out-dir results/{wildcards.dataset}/tables > {log} 2>&1"
 
 
@@ -88,14 +97,23 @@ rule plots:
             subcategory="Figures",
             labels={"figure": "3. training curves"},
         ),
+        report(
+            "results/{dataset}/figures/comparison.png",
+            caption="../report/comparison_figure.rst",
+            category="{dataset}",
+            subcategory="Figures",
+            labels={"figure": "4. comparison with peers"},
+        ),
         [f"results/{{dataset}}/figures/{figure}.pdf" for figure in FIGURES],
     params:
         shown=report_args,
+        comparison=" ".join(COMPARISON),
     log:
         "results/{dataset}/logs/plots.log",
     localrule: True
     shell:
         "rohydr plots --dataset {wildcards.dataset} --eval {input.scores} --train-logs {input.logs} {params.shown}"
+        " --comparison {params.comparison}"
         " --out-dir results/{wildcards.dataset}/figures > {log} 2>&1"
 
 
@@ -113,6 +131,13 @@ for _run in [*TRAINED, *BUILT_IN]:
 rule ablation:
     input:
         [f"results/{dataset}/tables/ablation.{ext}" for dataset in RUN_DATASETS for ext in TABLE_FORMATS],
+    localrule: True
+
+
+rule comparison:
+    input:
+        [f"results/{dataset}/tables/comparison.{ext}" for dataset in RUN_DATASETS for ext in TABLE_FORMATS],
+        [f"results/{dataset}/figures/comparison.{ext}" for dataset in RUN_DATASETS for ext in ("png", "pdf")],
     localrule: True
 
 

@@ -7,7 +7,7 @@ import os
 import sys
 
 from rohydr import __version__
-from rohydr.errors import RohydrError
+from rohydr.core.errors import RohydrError
 
 # subcommand -> "module:function"; modules are imported only when their command runs.
 HANDLERS = {
@@ -18,12 +18,12 @@ HANDLERS = {
     "config": "rohydr.training.run_config:cli_config",
     "pretrain": "rohydr.training.pretrain:cli_pretrain",
     "train": "rohydr.training.train:cli_train",
-    "masks": "rohydr.evaluation.masks:cli_masks",
+    "masks": "rohydr.data.masks:cli_masks",
     "evaluate": "rohydr.evaluation.evaluate:cli_evaluate",
     "aggregate": "rohydr.reporting.tables:cli_aggregate",
     "plots": "rohydr.reporting.figures:cli_plots",
     "sweep-plot": "rohydr.reporting.sweep:cli_sweep_plot",
-    "bench": "rohydr.training.bench:cli_bench",
+    "bench": "rohydr.bench:cli_bench",
 }
 
 

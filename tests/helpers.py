@@ -55,7 +55,7 @@ def make_masks(folder: Path, h5_path: Path, seed: int = 1) -> Path:
 
 
 def write_run_config(path: Path, preset: str = "tiny", *overrides: dict) -> Path:
-    from rohydr.config import build_run_config
+    from rohydr.core.config import build_run_config
 
     path.write_text(json.dumps(build_run_config(preset, *overrides).to_dict()))
     return path

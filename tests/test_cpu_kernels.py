@@ -12,10 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rohydr.models import cpu_kernels
-from rohydr.models.cpu_kernels import stock_kernels
+from rohydr.kernels import cpu as cpu_kernels
+from rohydr.kernels.cpu import stock_kernels
+from rohydr.kernels.ops import future_mask
 from rohydr.models.dit import DiT1d
-from rohydr.models.fusion import FusionNetwork, future_mask
+from rohydr.models.fusion import FusionNetwork
 
 UNSUPPORTED = cpu_kernels.cpu_supported()
 
@@ -148,7 +149,7 @@ def test_fusion_gives_the_same_vector_with_and_without_the_kernels(ops, causal, 
 
 def _load_in_subprocess(extensions: Path, cxx: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(extensions), "CXX": cxx}
-    code = "from rohydr.models import cpu_kernels; print(cpu_kernels.load() is None)"
+    code = "from rohydr.kernels import cpu as cpu_kernels; print(cpu_kernels.load() is None)"
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
 
 

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
+from rohydr.core.errors import RohydrError
 from rohydr.data.convert import convert
 from rohydr.data.dataset import FeatureDataset, FeatureStore
 from rohydr.data.safe_pickle import load_pickle
 from rohydr.data.synthetic import make_synthetic, write_pickle
 from rohydr.data.validate import validate_data, validate_file
-from rohydr.errors import RohydrError
 
 SIZES = (40, 10, 20)
 LENGTH = 12

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from helpers import make_features, make_masks, run_cli, write_run_config
+from rohydr.core.metrics import score
+from rohydr.core.vocabulary import CONDITIONS
 from rohydr.data.dataset import FeatureStore
-from rohydr.evaluation.masks import CONDITIONS, load_masks
-from rohydr.evaluation.metrics import score
-from rohydr.evaluation.predict import predict
-from rohydr.training.checkpoint import load_model
+from rohydr.data.masks import load_masks
+from rohydr.models.checkpoint import load_model
+from rohydr.models.predict import predict
 
 
 @pytest.fixture(scope="module")

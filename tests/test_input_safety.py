@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rohydr.core.errors import RohydrError
 from rohydr.data.synthetic import make_synthetic, write_pickle
 from rohydr.data.validate import validate_data, validate_file
-from rohydr.errors import RohydrError
 
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct

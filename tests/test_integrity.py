@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from helpers import make_features, make_masks, run_cli, write_run_config
-from rohydr.config import build_run_config
+from rohydr.core.config import build_run_config
+from rohydr.core.errors import NonFiniteError, RohydrError
+from rohydr.core.metrics import score
 from rohydr.data.dataset import FeatureStore
-from rohydr.errors import NonFiniteError, RohydrError
-from rohydr.evaluation.masks import load_masks
-from rohydr.evaluation.metrics import score
-from rohydr.training.checkpoint import load_checkpoint, save_checkpoint
+from rohydr.data.masks import load_masks
+from rohydr.models.checkpoint import load_checkpoint, save_checkpoint
 
 TINY = {"pretrain": {"max_epochs": 1}, "train": {"max_epochs": 1}}
 

@@ -8,14 +8,9 @@ import numpy as np
 import pytest
 
 from helpers import run_cli
-from rohydr.errors import RohydrError
-from rohydr.evaluation.masks import (
-    BATCH_CONDITION,
-    CONDITIONS,
-    MISSING_PATTERNS,
-    MR_CONDITIONS,
-    MR_FRACTIONS,
-    PATTERNS,
+from rohydr.core.errors import RohydrError
+from rohydr.core.vocabulary import BATCH_CONDITION, CONDITIONS, MISSING_PATTERNS, MR_CONDITIONS, MR_FRACTIONS, PATTERNS
+from rohydr.data.masks import (
     draw_batch_mr_masks,
     draw_mr_masks,
     draw_pattern_masks,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from rohydr.evaluation.metrics import LABELS, METRICS, score, weighted_f1
+from rohydr.core.metrics import LABELS, METRICS, score, weighted_f1
 
 # labels with two zeros; one prediction exactly 0 for a positive label
 Y_TRUE = np.array([0.0, 1.0, -1.0, 2.0, 0.0, 0.6])

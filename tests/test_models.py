@@ -7,13 +7,14 @@ import json
 import pytest
 import torch
 
-from rohydr import MODALITIES
 from rohydr.cli import main as cli_main
-from rohydr.config import build_run_config
-from rohydr.models import GROUP_NAMES, RoHyDR, cpu_kernels
+from rohydr.core.config import build_run_config
+from rohydr.core.vocabulary import GROUPS, MODALITIES
+from rohydr.kernels import cpu as cpu_kernels
+from rohydr.kernels.ops import DroppedAttention, future_mask, relu_dropout
+from rohydr.models import RoHyDR
 from rohydr.models.describe import REFERENCE_COUNTS, parameter_counts
 from rohydr.models.dit import DiT1d
-from rohydr.models.fusion import DroppedAttention, future_mask, relu_dropout
 from rohydr.models.noise_schedule import NoiseSchedule
 from rohydr.models.objectives import discriminator_loss, stage1_loss, stage2_generator_loss, stage3_loss
 
@@ -413,7 +414,7 @@ def test_each_stage_trains_exactly_its_parameter_groups(through_sampler, frozen_
 
 def test_parameter_groups_partition_the_model(tiny_model):
     groups = tiny_model.parameter_groups()
-    assert tuple(groups) == GROUP_NAMES == ("extractor", "diffusion", "unimodal_reconstructor", "fusion",
+    assert tuple(groups) == GROUPS == ("extractor", "diffusion", "unimodal_reconstructor", "fusion",
                                             "multimodal_reconstructor", "discriminator", "head")
     ids = [id(p) for params in groups.values() for p in params]
     assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in tiny_model.parameters()}

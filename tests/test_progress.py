@@ -9,9 +9,9 @@ import subprocess
 import sys
 import termios
 
-from rohydr.progress import progress
+from rohydr.core.progress import progress
 
-SHOW = "from rohydr.progress import progress\nfor _ in progress(range(3), 'steps'): pass\n"
+SHOW = "from rohydr.core.progress import progress\nfor _ in progress(range(3), 'steps'): pass\n"
 
 
 def test_plain_lines_every_interval_and_when_done(capsys):

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from helpers import pretrained_workspace, run_cli, write_run_config
-from rohydr.config import build_run_config
-from rohydr.evaluation.masks import MISSING_PATTERNS, PATTERNS
+from rohydr.core.config import build_run_config
+from rohydr.core.vocabulary import MISSING_PATTERNS, PATTERNS
+from rohydr.models.checkpoint import build_model, load_checkpoint, load_model
 from rohydr.models.feature_statistics import FeatureStatistics
 from rohydr.models.imputation import RidgeFill, ridge_pairs
-from rohydr.training.checkpoint import build_model, load_checkpoint, load_model
 
 ALL_PATTERNS = {"train": {"missing_draw": "all_patterns", "max_epochs": 2, "batch_size": 16},
                 "pretrain": {"max_epochs": 2}}
@@ -33,7 +33,7 @@ def train(ws, name: str, *overrides: dict):
 
 def initial_weights(payload: dict, *overrides: dict) -> dict:
     """The weights a training run starts from: the seeded initialisation, then the pretrained components."""
-    from rohydr.training.runtime import seed_everything
+    from rohydr.core.runtime import seed_everything
 
     seed_everything(payload["seed"], "init")
     model = build_model(build_run_config("tiny", *overrides), payload["dims"], payload["length"])

@@ -11,13 +11,19 @@ import pandas as pd
 import pytest
 
 from helpers import run_cli
-from rohydr.errors import RohydrError
-from rohydr.evaluation.masks import CONDITIONS, MISSING_PATTERNS, MR_CONDITIONS, NOMINAL_MR, PATTERNS
-from rohydr.evaluation.metrics import METRICS
+from rohydr.core.errors import RohydrError
+from rohydr.core.metrics import METRICS
+from rohydr.core.vocabulary import CONDITIONS, MISSING_PATTERNS, MR_CONDITIONS, NOMINAL_MR, PATTERNS
 from matplotlib.colors import to_hex
 from rohydr.reporting.figures import GROUPS, component_colors, plots
-from rohydr.reporting.methods import (BASELINE_COLORS, MAIN_COLOR, VARIANT_COLORS, Methods, literature_colors,
-                                      parse_display_names)
+from rohydr.reporting.methods import (
+    BASELINE_COLORS,
+    MAIN_COLOR,
+    Methods,
+    VARIANT_COLORS,
+    literature_colors,
+    parse_display_names,
+)
 from rohydr.reporting.tables import aggregate
 
 SEEDS = (1, 2)

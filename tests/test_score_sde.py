@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from rohydr.config import build_run_config
+from rohydr.core.config import build_run_config
 from rohydr.models.rohydr import RoHyDR
-from rohydr.models.score_sde import VESDE, ScoreNet1d, row_increments, sample, score_matching_loss
+from rohydr.models.score_sde import ScoreNet1d, VESDE, row_increments, sample, score_matching_loss
 
 MEAN, STD = 1.5, 0.7  # the Gaussian target, per element
 SDE = VESDE(25.0)

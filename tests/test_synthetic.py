@@ -9,10 +9,20 @@ import pandas as pd
 import pytest
 
 from helpers import run_cli
-from rohydr.data.optimum import (GRID, MISSING_PATTERNS, PATTERNS, compute_optimum, headroom,
-                                 label_probabilities, optimum_paths, optimum_table, read_samples, score_masks)
+from rohydr.core.metrics import METRICS
+from rohydr.data.optimum import (
+    GRID,
+    MISSING_PATTERNS,
+    PATTERNS,
+    compute_optimum,
+    headroom,
+    label_probabilities,
+    optimum_paths,
+    optimum_table,
+    read_samples,
+    score_masks,
+)
 from rohydr.data.synthetic import _make_split, generate
-from rohydr.evaluation.metrics import METRICS
 
 LENGTH = 8
 
@@ -121,6 +131,6 @@ def test_synth_refuses_a_redundancy_outside_0_1(tmp_path):
 
 
 def test_the_optimum_names_the_patterns_as_the_masks_do():
-    from rohydr.evaluation.masks import MISSING_PATTERNS as MASK_MISSING, PATTERNS as MASK_PATTERNS
+    from rohydr.core.vocabulary import MISSING_PATTERNS as MASK_MISSING, PATTERNS as MASK_PATTERNS
 
     assert PATTERNS == MASK_PATTERNS and MISSING_PATTERNS == MASK_MISSING

@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from helpers import pretrained_workspace, run_cli, tool_env, write_run_config
-from rohydr.config import FAITHFUL, build_run_config
+from rohydr.core.config import FAITHFUL, build_run_config
+from rohydr.core.vocabulary import GROUPS, TRAIN_LOG_COLUMNS
 from rohydr.data.dataset import FeatureStore
-from rohydr.training.checkpoint import build_model, load_checkpoint
-from rohydr.training.train import GROUPS, LOG_COLUMNS, StageRunner
+from rohydr.models.checkpoint import build_model, load_checkpoint
+from rohydr.training.train import StageRunner
 
 FAST = {"pretrain": {"max_epochs": 2}, "train": {"max_epochs": 2, "batch_size": 16}}
 
@@ -47,7 +48,7 @@ def test_pretrain_writes_checkpoint_and_log(workspace):
 def test_train_log_has_every_column(workspace, tmp_path):
     run_cli(*train_args(workspace, tmp_path / "model.pt", tmp_path / "log.csv"))
     rows = read_log(tmp_path / "log.csv")
-    assert list(rows[0]) == LOG_COLUMNS
+    assert list(rows[0]) == TRAIN_LOG_COLUMNS
     assert len(rows) == 2
     for column in ("stage1_loss", "disc_loss", "stage2_loss", "stage3_loss", "val_l1", "val_acc2",
                    "gradnorm_stage1_diffusion", "gradnorm_stage2_discriminator", "gradnorm_stage3_head"):

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rohydr.evaluation.masks import PATTERNS, make_masks, write_masks
-from rohydr.evaluation.metrics import score
+from rohydr.core.metrics import score
+from rohydr.core.vocabulary import PATTERNS
+from rohydr.data.masks import make_masks, write_masks
 from rohydr.data.optimum import PREDICTIONS
 from rohydr.reporting.methods import Methods
 from rohydr.reporting.tables import aggregate

@@ -20,11 +20,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from rohydr import SPLITS, __version__
+from rohydr import __version__
+from rohydr.core.errors import RohydrError
+from rohydr.core.io import atomic_path, ensure_free_space, write_text_atomic
+from rohydr.core.progress import progress
+from rohydr.core.vocabulary import SPLITS
 from rohydr.data.validate import FEATURE_KEYS, LABEL_KEY, id_strings, report_json, validate_file
-from rohydr.errors import RohydrError
-from rohydr.io import atomic_path, ensure_free_space, write_text_atomic
-from rohydr.progress import progress
 
 WRITE_ROWS = 2048  # rows cast and written at once: bounds the extra memory to one block
 BERT_BATCH = 64

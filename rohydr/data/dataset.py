@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from rohydr import SPLITS
-from rohydr.errors import RohydrError
-from rohydr.io import read_hdf5
+from rohydr.core.errors import RohydrError
+from rohydr.core.io import read_hdf5
+from rohydr.core.vocabulary import SPLITS
 
 FEATURE_KEYS = ("text", "audio", "vision")
 Features = tuple[torch.Tensor, torch.Tensor, torch.Tensor]

@@ -29,12 +29,19 @@ from pathlib import Path
 import numpy as np
 from scipy.special import ndtr
 
-from rohydr.data.synthetic import (AR_COEF, CONTENT_DIMS, FEATURE_NOISE, FEATURE_SCALE, LATENT_NOISE,
-                                   MODALITY_NAMES, GenerativeModel)
-from rohydr.evaluation.metrics import METRICS, score
-from rohydr.io import atomic_path
+from rohydr.core.io import atomic_path
+from rohydr.core.metrics import METRICS, score
+from rohydr.data.synthetic import (
+    AR_COEF,
+    CONTENT_DIMS,
+    FEATURE_NOISE,
+    FEATURE_SCALE,
+    GenerativeModel,
+    LATENT_NOISE,
+    MODALITY_NAMES,
+)
 
-# available modalities (text, audio, vision) per pattern, as in rohydr/evaluation/masks.py
+# available modalities (text, audio, vision) per pattern, as in rohydr/data/masks.py
 PATTERNS = {"l": (True, False, False), "a": (False, True, False), "v": (False, False, True),
             "la": (True, True, False), "lv": (True, False, True), "av": (False, True, True),
             "complete": (True, True, True)}
@@ -195,7 +202,7 @@ def decisions(mean: np.ndarray, sd: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def score_decisions(predictions: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, float]:
-    """Each metric of rohydr.evaluation.metrics on the decision it is scored on (PREDICTION_OF)."""
+    """Each metric of rohydr.core.metrics on the decision it is scored on (PREDICTION_OF)."""
     return {metric: score(predictions[PREDICTION_OF[metric]], labels)[metric] for metric in METRICS}
 
 

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from rohydr.errors import RohydrError
+from rohydr.core.errors import RohydrError
 
 try:  # numpy >= 2
     from numpy._core import multiarray as _multiarray

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rohydr import SPLITS
-from rohydr.errors import RohydrError
-from rohydr.io import atomic_path
+from rohydr.core.errors import RohydrError
+from rohydr.core.io import atomic_path
+from rohydr.core.vocabulary import SPLITS
 
 DEFAULT_SIZES = (480, 120, 240)
 DIMS = {"mosi": (768, 5, 20), "mosei": (768, 74, 35)}  # text, audio, vision

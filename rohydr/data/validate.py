@@ -13,10 +13,10 @@ from collections import Counter
 
 import numpy as np
 
-from rohydr import SPLITS
+from rohydr.core.errors import RohydrError
+from rohydr.core.io import sha256_file, write_text_atomic
+from rohydr.core.vocabulary import SPLITS
 from rohydr.data.safe_pickle import load_pickle_with_sha256
-from rohydr.errors import RohydrError
-from rohydr.io import sha256_file, write_text_atomic
 
 RELEASED_SHA256 = {
     "d3994fd25681f9c7ad6e9c6596a6fe9b4beb85ff7d478ba978b124139002e5f9": "MOSI aligned_50.pkl",

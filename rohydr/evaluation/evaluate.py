@@ -13,17 +13,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from rohydr import MODALITIES
+from rohydr.core.errors import NonFiniteError
+from rohydr.core.io import atomic_path, sha256_file
+from rohydr.core.metrics import score
+from rohydr.core.progress import progress
+from rohydr.core.runtime import configure_runtime
+from rohydr.core.vocabulary import MODALITIES, PATTERNS, pattern_codes
 from rohydr.data.dataset import FeatureStore
-from rohydr.evaluation.masks import PATTERNS, load_masks, realized_missing_rate
-from rohydr.evaluation.metrics import score
-from rohydr.evaluation.predict import Predictions, pattern_codes, predict
-from rohydr.errors import NonFiniteError
-from rohydr.io import atomic_path, sha256_file
-from rohydr.progress import progress
-from rohydr.training.checkpoint import check_data_matches, load_model
+from rohydr.data.masks import load_masks, realized_missing_rate
+from rohydr.models.checkpoint import check_data_matches, load_model
+from rohydr.models.predict import Predictions, predict
 from rohydr.training.pretrain import complete_predictions
-from rohydr.training.runtime import configure_runtime
 
 EVAL_BATCH = 128
 

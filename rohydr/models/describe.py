@@ -6,9 +6,9 @@ import json
 
 from torch import nn
 
-from rohydr import MODALITIES
-from rohydr.config import build_run_config
-from rohydr.errors import RohydrError
+from rohydr.core.config import build_run_config
+from rohydr.core.errors import RohydrError
+from rohydr.core.vocabulary import MODALITIES
 from rohydr.models.condition_mixer import PAIRS
 from rohydr.models.fusion import cross_name
 

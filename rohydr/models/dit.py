@@ -5,8 +5,8 @@ positional embedding. The conditioning vector is the timestep embedding plus a l
 time-mean of the condition sequence. Unlike the reference, the output layer emits d channels directly
 (no learned-sigma half that is thrown away, no extra hidden -> d projection).
 
-Without autograd on a CPU, the blocks run on the fused kernels of rohydr.models.cpu_kernels (the
-same functions, far faster for heads of four channels); elsewhere on PyTorch's kernels.
+Attention, LayerNorm + modulation and GELU are the ops of rohydr.kernels.ops, which choose their fast
+path (the fused CPU kernels for inference, PyTorch's kernels elsewhere).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rohydr.models import cpu_kernels
+from rohydr.kernels import ops
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -55,62 +55,36 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.proj = nn.Linear(hidden, hidden)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, hidden)
+        q, k, v = self.qkv(x).chunk(3, dim=2)
+        return self.proj(ops.attention(q, k, v, self.heads))
+
+
+class Mlp(nn.Module):
+    def __init__(self, hidden: int, mlp_hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(hidden, mlp_hidden)
+        self.fc2 = nn.Linear(mlp_hidden, hidden)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.shape
-        kernels = cpu_kernels.for_tensor(x)
-        if kernels is not None:
-            q, k, v = self.qkv(x).chunk(3, dim=2)
-            return self.proj(kernels.attention(q, k, v, self.heads, False))
-        q, k, v = self.qkv(x).view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
-        if x.device.type == "cpu" and not torch.is_grad_enabled() and not cpu_kernels.stock_only():
-            y = small_head_attention(q, k, v)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)  # (B, T, heads, C/heads)
-        return self.proj(y.reshape(B, T, C))
-
-
-def small_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Softmax attention without grad, (B, heads, T, c) -> (B, T, heads, c), for heads of a few channels:
-    the eager path of CPUs without the fused kernels.
-
-    The same function as scaled_dot_product_attention, but with 16 heads of width 4 its CPU kernel
-    issues thousands of tiny matrix products per call; two batched products (the second one
-    transposed so that its inner dimension is T, not c) are about 1.6x faster here. Autograd keeps
-    scaled_dot_product_attention: it stores no (B, heads, T, T) probabilities for backward.
-    """
-    probabilities = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2)).softmax(dim=-1)  # (B, heads, T, T)
-    return torch.matmul(v.transpose(-1, -2), probabilities.transpose(-1, -2)).permute(0, 3, 1, 2)
+        return self.fc2(ops.gelu_tanh(self.fc1(x)))
 
 
 class DiTBlock(nn.Module):
-    """Pre-norm transformer block whose LayerNorms are modulated (shift, scale) and gated by c."""
+    """Pre-norm transformer block whose LayerNorms (no affine) are modulated (shift, scale) and gated by c."""
+
+    eps = 1e-6
 
     def __init__(self, hidden: int, heads: int, mlp_ratio: float):
         super().__init__()
-        mlp_hidden = int(hidden * mlp_ratio)
-        self.norm1 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         self.attn = SelfAttention(hidden, heads)
-        self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
-        self.mlp = nn.Sequential(nn.Linear(hidden, mlp_hidden), nn.GELU(approximate="tanh"),
-                                 nn.Linear(mlp_hidden, hidden))
+        self.mlp = Mlp(hidden, int(hidden * mlp_ratio))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 6 * hidden))
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        modulation = self.adaLN_modulation(c)  # (B, 6 * hidden)
-        kernels = cpu_kernels.for_tensor(x)
-        if kernels is not None:
-            return self._fused_forward(kernels, x, modulation.chunk(6, dim=1))
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation.unsqueeze(1).chunk(6, dim=2)
-        x = torch.addcmul(x, gate_msa, self.attn(modulate(self.norm1(x), shift_msa, scale_msa)))
-        return torch.addcmul(x, gate_mlp, self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp)))
-
-    def _fused_forward(self, kernels, x: torch.Tensor, modulation: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """The same block on the fused CPU kernels."""
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation  # each (B, hidden)
-        x = torch.addcmul(x, gate_msa[:, None], self.attn(kernels.layernorm_modulate(x, shift_msa, scale_msa,
-                                                                                      self.norm1.eps)))
-        h = kernels.gelu_tanh_(self.mlp[0](kernels.layernorm_modulate(x, shift_mlp, scale_mlp, self.norm2.eps)))
-        return torch.addcmul(x, gate_mlp[:, None], self.mlp[2](h))
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:  # x (B, T, hidden), c (B, hidden)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
+        x = torch.addcmul(x, gate_msa[:, None], self.attn(ops.layernorm_modulate(x, shift_msa, scale_msa, self.eps)))
+        return torch.addcmul(x, gate_mlp[:, None], self.mlp(ops.layernorm_modulate(x, shift_mlp, scale_mlp, self.eps)))
 
 
 class FinalLayer(nn.Module):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from rohydr import MODALITIES
+from rohydr.core.vocabulary import MODALITIES
 
 EPS = 1e-6
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from rohydr import MODALITIES
+from rohydr.core.vocabulary import MODALITIES
 
 # the ridge penalty, as a multiple of the mean eigenvalue of the centred Gram matrix
 RIDGE_GRID = tuple(10.0 ** k for k in range(-5, 3))

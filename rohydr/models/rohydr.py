@@ -28,11 +28,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from rohydr import MODALITIES
-from rohydr.config import ModelConfig
+from rohydr.core.config import ModelConfig
+from rohydr.core.vocabulary import COMPLETE_CODE, GROUPS, MODALITIES, PATTERN_BITS
 from rohydr.models.condition_mixer import condition, make_mixers
-from rohydr.models.dit import DiT1d
 from rohydr.models.discriminator import Discriminator
+from rohydr.models.dit import DiT1d
 from rohydr.models.emotion_head import EmotionHead
 from rohydr.models.feature_extractor import Feats, FeatureExtractor
 from rohydr.models.feature_statistics import FeatureStatistics
@@ -40,12 +40,9 @@ from rohydr.models.fusion import FusionNetwork
 from rohydr.models.imputation import RidgeFill
 from rohydr.models.multimodal_reconstructor import MultimodalReconstructor
 from rohydr.models.noise_schedule import NoiseSchedule
-from rohydr.models.score_sde import VESDE, ScoreNet1d, sample as sde_sample, score_matching_loss
+from rohydr.models.score_sde import ScoreNet1d, VESDE, sample as sde_sample, score_matching_loss
 from rohydr.models.unimodal_reconstructor import UnimodalReconstructor
 
-PATTERN_BITS = (4, 2, 1)  # pattern code = 4*l + 2*a + 1*v over availability; 7 = complete
-GROUP_NAMES = ("extractor", "diffusion", "unimodal_reconstructor", "fusion", "multimodal_reconstructor",
-               "discriminator", "head")
 
 
 @dataclass
@@ -90,7 +87,7 @@ class RoHyDR(nn.Module):
             d, config.heads, config.nlevels, max(config.nlevels, config.memory_min_layers),
             attn_dropout={"l": config.attn_dropout, "a": config.attn_dropout_a, "v": config.attn_dropout_v},
             relu_dropout=config.relu_dropout, res_dropout=config.res_dropout, embed_dropout=config.embed_dropout,
-            causal=config.causal_attention, positional=getattr(config, "fusion_positional_embedding", False))
+            causal=config.causal_attention)
         self.multimodal_reconstructor = MultimodalReconstructor(fused_dim, config.mr_hidden1, config.mr_hidden2,
                                                                 config.mr_dropout)
         self.discriminator = Discriminator(fused_dim, config.disc_hidden1, config.disc_hidden2)
@@ -131,7 +128,7 @@ class RoHyDR(nn.Module):
             "discriminator": [self.discriminator],
             "head": [self.head],
         }
-        return {name: [p for module in modules[name] for p in module.parameters()] for name in GROUP_NAMES}
+        return {name: [p for module in modules[name] for p in module.parameters()] for name in GROUPS}
 
     def extract(self, text: torch.Tensor, audio: torch.Tensor, vision: torch.Tensor) -> Feats:
         for slot, x in enumerate((text, audio, vision)):
@@ -155,7 +152,7 @@ class RoHyDR(nn.Module):
         B, device = feats[0].shape[0], feats[0].device
         codes = self._pattern_codes(avail, B)  # (B,) on CPU: the one host sync of a batch
         self._check_noise(noise, B)
-        incomplete = torch.nonzero(codes != 7).squeeze(1)
+        incomplete = torch.nonzero(codes != COMPLETE_CODE).squeeze(1)
         missing_index = incomplete.to(device)
         missing_rows = torch.zeros(B, dtype=torch.bool, device=device).index_fill_(0, missing_index, True)
         zero = torch.zeros((), device=device)
@@ -199,7 +196,7 @@ class RoHyDR(nn.Module):
     def _impute(self, feats: Feats, codes: torch.Tensor, device: torch.device) -> dict:
         """The imputation baselines' fill of every missing (row, modality): m -> (rows, values)."""
         parts: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {m: [] for m in MODALITIES}
-        for code in sorted(set(codes.tolist()) - {7}):
+        for code in sorted(set(codes.tolist()) - {COMPLETE_CODE}):
             rows = torch.nonzero(codes == code).squeeze(1).to(device)
             available = {m: feats[slot][rows] for slot, (m, bit) in enumerate(zip(MODALITIES, PATTERN_BITS))
                          if code & bit}
@@ -249,7 +246,7 @@ class RoHyDR(nn.Module):
         """Per missing modality: the row indices and condition sequences of every pattern that lacks it."""
         rows_by_m: dict[str, list[torch.Tensor]] = {m: [] for m in MODALITIES}
         conds_by_m: dict[str, list[torch.Tensor | None]] = {m: [] for m in MODALITIES}
-        for code in sorted(set(codes.tolist()) - {7}):
+        for code in sorted(set(codes.tolist()) - {COMPLETE_CODE}):
             rows = torch.nonzero(codes == code).squeeze(1).to(device)
             present = [slot for slot, bit in enumerate(PATTERN_BITS) if code & bit]
             cond = condition(self.mixers, {MODALITIES[slot]: self._to_generator(MODALITIES[slot], feats[slot][rows])

@@ -14,18 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rohydr.core.errors import RohydrError
+from rohydr.core.vocabulary import MR_CONDITIONS, PATTERNS, pattern_codes
+from rohydr.data.masks import load_masks
 from rohydr.data.optimum import PREDICTION_OF, read_samples
-from rohydr.errors import RohydrError
-from rohydr.evaluation.masks import MR_CONDITIONS, PATTERNS, load_masks
-from rohydr.evaluation.predict import pattern_codes
-from rohydr.reporting.uncertainty import (
-    BOOTSTRAPPED,
-    Estimate,
-    collapse,
-    estimate,
-    resample_counts,
-    seed_values,
-)
+from rohydr.reporting.uncertainty import BOOTSTRAPPED, Estimate, collapse, estimate, resample_counts, seed_values
 
 OPTIMUM = ("optimum", "bayes")
 PER_MR = "per_mr"

@@ -28,12 +28,19 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from rohydr import MODALITIES, MODALITY_KEYS  # noqa: E402
-from rohydr.errors import RohydrError  # noqa: E402
-from rohydr.evaluation.masks import MISSING_PATTERNS, MR_CONDITIONS, NOMINAL_MR, PATTERNS  # noqa: E402
-from rohydr.io import atomic_path  # noqa: E402
-from rohydr.reporting.methods import COMPONENT_CMAP, Methods, literature_colors  # noqa: E402
+from rohydr.core.errors import RohydrError  # noqa: E402
+from rohydr.core.io import atomic_path  # noqa: E402
+from rohydr.core.vocabulary import (  # noqa: E402
+    GROUPS,
+    MISSING_PATTERNS,
+    MODALITIES,
+    MODALITY_KEYS,
+    MR_CONDITIONS,
+    NOMINAL_MR,
+    PATTERNS,
+)
 from rohydr.reporting.evidence import PER_MR  # noqa: E402
+from rohydr.reporting.methods import COMPONENT_CMAP, Methods, literature_colors  # noqa: E402
 from rohydr.reporting.tables import (  # noqa: E402
     ALL_PATTERNS,
     COMPLETE_DATA,
@@ -61,9 +68,7 @@ LOSS_LABELS = {
     "stage2_adversarial": "adversarial (BCE)", "stage2_l1": "fused-vector L1", "disc_loss": "discriminator (BCE)",
     "stage3_loss": "prediction L1 (both branches)", "joint_loss": "joint total",
 }
-GRAD_STAGES = {"stage1": "Stage 1", "stage2": "Stage 2", "stage3": "Stage 3", "joint": "Joint"}
-GROUPS = ("extractor", "diffusion", "unimodal_reconstructor", "fusion", "multimodal_reconstructor",
-          "discriminator", "head")
+GRAD_STAGE_TITLES = {"stage1": "Stage 1", "stage2": "Stage 2", "stage3": "Stage 3", "joint": "Joint"}
 GROUP_DASHES = ("-", "--", "-.", ":")
 PAIR_LABELS = {"acc2_non0": "Acc-2 (non-0) [%]", "f1_non0": "F1 (non-0) [%]"}
 
@@ -306,7 +311,7 @@ def training_panels(logs: pd.DataFrame, look: Look) -> tuple[str, dict, dict]:
     main = look.methods.main_of(logs.variant)
     mine = logs[logs.variant == main]
     losses = {title: columns_with_data(mine, cols) for title, cols in STAGE_LOSSES.items()}
-    grads = {stage: columns_with_data(mine, [f"gradnorm_{stage}_{g}" for g in GROUPS]) for stage in GRAD_STAGES}
+    grads = {stage: columns_with_data(mine, [f"gradnorm_{stage}_{g}" for g in GROUPS]) for stage in GRAD_STAGE_TITLES}
     return main, {t: c for t, c in losses.items() if c}, {s: c for s, c in grads.items() if c}
 
 
@@ -347,7 +352,7 @@ def training_curves(logs: pd.DataFrame, dataset: str, out_dir: Path, look: Look)
                 plot_band(ax, per_epoch(mine, column), label=group.replace("_", " "),
                           color=group_colors[group], linestyle=GROUP_DASHES[GROUPS.index(group) % len(GROUP_DASHES)])
             ax.set_yscale("log")
-            ax.set(title=GRAD_STAGES[stage], xlabel="epoch")
+            ax.set(title=GRAD_STAGE_TITLES[stage], xlabel="epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[0].set_ylabel("gradient L2 norm (log)")
         for ax in axes[len(grads):]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rohydr.errors import RohydrError
+from rohydr.core.errors import RohydrError
 
 # One palette for the methods of every figure: the main variant, the other variants (ablations), the
 # baselines (greys: floors and ceilings, not competitors) and the quoted literature.

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rohydr.io import write_text_atomic
+from rohydr.core.io import write_text_atomic
 
 PERCENT_METRICS = {"acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "acc5", "acc7"}
 LOWER_IS_BETTER = {"mae", *(f"{prefix}rec_mse_{m}" for prefix in ("", "ratio_") for m in "lav")}

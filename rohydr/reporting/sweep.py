@@ -11,8 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from rohydr.errors import RohydrError  # noqa: E402
-from rohydr.io import atomic_path, write_text_atomic  # noqa: E402
+from rohydr.core.errors import RohydrError  # noqa: E402
+from rohydr.core.io import atomic_path, write_text_atomic  # noqa: E402
 from rohydr.reporting.methods import BASELINE_COLORS, MAIN_COLOR, VARIANT_COLORS  # noqa: E402
 
 STYLE = {"font.size": 9, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,

@@ -31,19 +31,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rohydr import MODALITIES
+from rohydr.core.errors import RohydrError
+from rohydr.core.io import write_text_atomic
+from rohydr.core.metrics import METRICS
+from rohydr.core.vocabulary import (
+    BATCH_CONDITION,
+    CONDITIONS,
+    MISSING_PATTERNS,
+    MODALITIES,
+    MR_CONDITIONS,
+    NOMINAL_MR,
+    PATTERNS,
+)
 from rohydr.data.optimum import score_masks
-from rohydr.errors import RohydrError
-from rohydr.evaluation.masks import BATCH_CONDITION, CONDITIONS, MISSING_PATTERNS, MR_CONDITIONS, NOMINAL_MR, PATTERNS
-from rohydr.evaluation.metrics import METRICS
-from rohydr.io import write_text_atomic
-from rohydr.reporting.evidence import AVERAGES, OPTIMUM, PER_MR, Evidence
+from rohydr.reporting.evidence import AVERAGES, Evidence, OPTIMUM, PER_MR
 from rohydr.reporting.methods import Methods
 from rohydr.reporting.render import (
     COLLAPSED,
-    SIGNIFICANT,
     Column,
     Row,
+    SIGNIFICANT,
     Stat,
     Table,
     pair_columns,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm
 
-from rohydr.evaluation.metrics import score
+from rohydr.core.metrics import score
 
 REPLICATES = 1000
 RESAMPLE_SEED = 20250523

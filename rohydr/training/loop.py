@@ -15,11 +15,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from rohydr.errors import NonFiniteError, RohydrError
-from rohydr.io import write_text_atomic
-from rohydr.progress import progress
-from rohydr.training.checkpoint import load_checkpoint, save_checkpoint
-from rohydr.training.runtime import seed_everything
+from rohydr.core.errors import NonFiniteError, RohydrError
+from rohydr.core.io import write_text_atomic
+from rohydr.core.progress import progress
+from rohydr.core.runtime import seed_everything
+from rohydr.models.checkpoint import load_checkpoint, save_checkpoint
 
 
 def write_log_csv(path: str | Path, rows: list[dict], columns: list[str]) -> None:

@@ -12,16 +12,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rohydr.config import load_run_config
+from rohydr.core.config import load_run_config
+from rohydr.core.io import sha256_file, sole_writer
+from rohydr.core.metrics import score
+from rohydr.core.runtime import autocast, configure_runtime, derived_seed, seed_everything
+from rohydr.core.vocabulary import PRETRAIN_LOG_COLUMNS
 from rohydr.data.dataset import FeatureStore
-from rohydr.evaluation.metrics import score
-from rohydr.io import sha256_file, sole_writer
-from rohydr.training.checkpoint import build_model, save_checkpoint
+from rohydr.models.checkpoint import build_model, save_checkpoint
 from rohydr.training.loop import EpochLoop, epoch_batches
-from rohydr.training.runtime import autocast, configure_runtime, derived_seed, seed_everything
 
 PRETRAINED_COMPONENTS = ["extractor", "fusion", "head"]
-LOG_COLUMNS = ["epoch", "wall_s", "lr", "train_l1", "val_l1", "val_acc2", "val_f1"]
 
 
 def complete_prediction(model, text, audio, vision) -> torch.Tensor:
@@ -80,7 +80,7 @@ def pretrain(data: str, run_config_path: str, seed: int, out: str, log: str, dev
         model=model, optimizers={"main": optimizer}, scheduler=None, train_epoch=train_epoch,
         validate=lambda: validate_complete(model, valid_split, cfg.batch_size * 4, device, bf16),
         monitor="val_l1", max_epochs=cfg.max_epochs, early_stop=cfg.early_stop, seed=seed,
-        log_path=Path(log), columns=LOG_COLUMNS, progress=progress,
+        log_path=Path(log), columns=PRETRAIN_LOG_COLUMNS, progress=progress,
         fingerprint={"stage": "pretrain", "run_config": run_config.to_dict(), "data": sha256_file(data),
                      "seed": seed},
     )

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import json
 
-from rohydr.config import build_run_config
-from rohydr.errors import RohydrError
-from rohydr.io import write_text_atomic
+from rohydr.core.config import build_run_config
+from rohydr.core.errors import RohydrError
+from rohydr.core.io import write_text_atomic
 
 
 def parse_overrides(texts: list[str]) -> list[dict]:

@@ -14,47 +14,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rohydr.config import RunConfig, load_run_config
+from rohydr.core.config import RunConfig, load_run_config
+from rohydr.core.errors import RohydrError
+from rohydr.core.io import sha256_file, sole_writer
+from rohydr.core.metrics import score
+from rohydr.core.runtime import autocast, configure_runtime, derived_seed, seed_everything
+from rohydr.core.vocabulary import ALL_PATTERNS_CONDITION, GROUPS, TRAIN_LOG_COLUMNS
 from rohydr.data.dataset import FeatureStore
-from rohydr.errors import RohydrError
-from rohydr.io import sha256_file, sole_writer
-from rohydr.evaluation.masks import (
-    ALL_PATTERNS_CONDITION,
-    draw_batch_mr_masks,
-    draw_mr_masks,
-    draw_pattern_masks,
-    load_masks,
-)
-from rohydr.evaluation.metrics import score
-from rohydr.evaluation.predict import feature_shape, predict, split_noise
-from rohydr.models.objectives import (
-    discriminator_loss,
-    recovery_loss,
-    stage1_loss,
-    stage2_generator_loss,
-    stage3_loss,
-)
-from rohydr.training.checkpoint import (
-    build_model,
-    check_data_matches,
-    load_checkpoint,
-    load_components,
-    save_checkpoint,
-)
+from rohydr.data.masks import draw_batch_mr_masks, draw_mr_masks, draw_pattern_masks, load_masks
+from rohydr.models.checkpoint import build_model, check_data_matches, load_checkpoint, load_components, save_checkpoint
+from rohydr.models.objectives import discriminator_loss, recovery_loss, stage1_loss, stage2_generator_loss, stage3_loss
+from rohydr.models.predict import feature_shape, predict, split_noise
 from rohydr.training.loop import EpochLoop, epoch_batches, progress_bar
 from rohydr.training.pretrain import PRETRAINED_COMPONENTS
-from rohydr.training.runtime import autocast, configure_runtime, derived_seed, seed_everything
 
-GROUPS = ("extractor", "diffusion", "unimodal_reconstructor", "fusion", "multimodal_reconstructor",
-          "discriminator", "head")
 MAIN_GROUPS = tuple(g for g in GROUPS if g != "discriminator")  # stepped by the main optimizer
 GENERATOR_GROUPS = ("diffusion", "unimodal_reconstructor")  # at train.generator_lr when it is set
-GRAD_STAGES = ("stage1", "stage2", "stage3", "joint")
-LOSS_COLUMNS = ["stage1_loss", "stage1_diffusion", "stage1_reconstruction", "disc_loss", "stage2_loss",
-                "stage2_adversarial", "stage2_l1", "stage3_loss", "joint_loss"]
-VALID_COLUMNS = ["val_l1", "val_acc2", "val_f1", "val_recon_mse", "val_fusion_l1"]
-LOG_COLUMNS = (["epoch", "wall_s", "lr"] + LOSS_COLUMNS
-               + [f"gradnorm_{stage}_{group}" for stage in GRAD_STAGES for group in GROUPS] + VALID_COLUMNS)
 # What each training command selects its best epoch by.
 MONITOR = {"all": "val_l1", "1": "val_recon_mse", "2": "val_fusion_l1", "3": "val_l1"}
 
@@ -313,7 +288,7 @@ def train(data: str, run_config_path: str, pretrained: str, masks: str, seed: in
         validate=lambda: validation_scores(model, valid_split, valid_avail, seed, valid_noise, cfg.batch_size * 4,
                                    device, bf16),
         monitor=MONITOR[stage], max_epochs=max_epochs, early_stop=cfg.early_stop, seed=seed, warmup_epochs=warmup,
-        log_path=Path(log), columns=LOG_COLUMNS, progress=progress,
+        log_path=Path(log), columns=TRAIN_LOG_COLUMNS, progress=progress,
         fingerprint={"stage": stage, "run_config": run_config.to_dict(), "data": data_sha256,
                      "pretrained": sha256_file(pretrained), "masks": sha256_file(masks), "seed": seed},
     )

@@ -5,7 +5,7 @@ import shlex
 
 from snakemake.utils import validate
 
-from rohydr.config import build_run_config
+from rohydr.core.config import build_run_config
 
 
 validate(config, schema="../schemas/config.schema.yaml")

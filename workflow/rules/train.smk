@@ -12,7 +12,7 @@ rule run_config:
         "results/{dataset}/logs/run_config/{variant}_{protocol}.log",
     localrule: True
     run:
-        from rohydr.io import write_text_atomic
+        from rohydr.core.io import write_text_atomic
 
         write_text_atomic(output[0], f"{params.resolved}\n")
         write_text_atomic(log[0], f"wrote {output[0]}\n")

@@ -19,23 +19,21 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from rohydr import MODALITIES, MR_FRACTIONS, PATTERN_NAMES, SPLITS
-from rohydr.errors import RohydrError
-from rohydr.io import atomic_path, ensure_free_space, read_hdf5, sha256_file
+from rohydr.core.errors import RohydrError
+from rohydr.core.io import atomic_path, ensure_free_space, read_hdf5, sha256_file
+from rohydr.core.vocabulary import (
+    ALL_PATTERNS_CONDITION,
+    BATCH_CONDITION,
+    BATCH_SIZE,
+    CONDITIONS,
+    MODALITIES,
+    MR_CONDITIONS,
+    MR_FRACTIONS,
+    NOMINAL_MR,
+    PATTERNS,
+    SPLITS,
+)
 
-PATTERNS: dict[str, tuple[bool, bool, bool]] = {
-    name: tuple(m in name or name == "complete" for m in MODALITIES) for name in PATTERN_NAMES}
-MISSING_PATTERNS = ("l", "a", "v", "la", "lv", "av")
-
-MR_CONDITIONS = tuple(f"mr{mr:.1f}" for mr in MR_FRACTIONS)
-BATCH_MR = 0.7
-BATCH_SIZE = 32  # the reference's MOSI batch size
-BATCH_CONDITION = f"batch_mr{BATCH_MR:.1f}"
-ALL_PATTERNS_CONDITION = "all_patterns"
-# appended conditions keep the random streams of the earlier ones (condition_rng indexes this tuple)
-CONDITIONS = (*PATTERNS, *MR_CONDITIONS, BATCH_CONDITION, ALL_PATTERNS_CONDITION)
-# condition -> nominal missing rate (absent for the fixed patterns)
-NOMINAL_MR = {**{f"mr{mr:.1f}": mr for mr in MR_FRACTIONS}, BATCH_CONDITION: BATCH_MR}
 MASK_SPLITS = ("valid", "test")
 
 

@@ -17,18 +17,18 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from rohydr.config import FAITHFUL, build_run_config
+from rohydr.core.config import FAITHFUL, build_run_config
+from rohydr.core.errors import RohydrError
+from rohydr.core.io import write_text_atomic
+from rohydr.core.runtime import autocast, configure_runtime, keep_freed_memory, peak_memory_mb, seed_everything
+from rohydr.core.vocabulary import BATCH_MR, CONDITIONS, PATTERNS
 from rohydr.data.dataset import FeatureStore
-from rohydr.errors import RohydrError
+from rohydr.data.masks import draw_batch_mr_masks, draw_mr_masks
 from rohydr.evaluation.evaluate import EVAL_BATCH, iter_pattern_predictions
-from rohydr.evaluation.masks import BATCH_MR, CONDITIONS, PATTERNS, draw_batch_mr_masks, draw_mr_masks
-from rohydr.evaluation.predict import feature_shape, split_noise
-from rohydr.io import write_text_atomic
-from rohydr.models.cpu_kernels import stock_kernels
-from rohydr.training.checkpoint import build_model
+from rohydr.kernels.cpu import stock_kernels
+from rohydr.models.checkpoint import build_model
+from rohydr.models.predict import feature_shape, split_noise
 from rohydr.training.run_config import parse_overrides
-from rohydr.training.runtime import (autocast, configure_runtime, keep_freed_memory, peak_memory_mb,
-                                     seed_everything)
 from rohydr.training.train import StageRunner
 
 MOSI_SIZES = (1284, 229, 686)

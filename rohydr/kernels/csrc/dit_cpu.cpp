@@ -2,7 +2,7 @@
 // DiT's and the fusion network's), and for the DiT's blocks tanh-GELU and LayerNorm + adaLN
 // modulation. Each replaces several eager PyTorch kernels and their (B, heads, T, T) or (B, T, C)
 // temporaries by one call whose data stays in the cache. Built with AVX2 and FMA by
-// rohydr/models/cpu_kernels.py, only on CPUs that have them; registered as torch.ops.rohydr_dit.*.
+// rohydr/kernels/cpu.py, only on CPUs that have them; registered as torch.ops.rohydr_dit.*.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>

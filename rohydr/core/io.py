@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from rohydr.errors import RohydrError
+from rohydr.core.errors import RohydrError
 
 
 @contextlib.contextmanager

@@ -11,14 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rohydr import MODALITIES
-from rohydr.training.runtime import autocast, derived_seed
-
-
-def pattern_codes(avail: np.ndarray) -> np.ndarray:
-    """(N, 3) bool -> (N,) int in 1..7 (bit 2 = l, bit 1 = a, bit 0 = v)."""
-    avail = np.asarray(avail, dtype=bool)
-    return avail[:, 0] * 4 + avail[:, 1] * 2 + avail[:, 2] * 1
+from rohydr.core.runtime import autocast, derived_seed
+from rohydr.core.vocabulary import MODALITIES, pattern_codes
 
 
 def feature_shape(model) -> tuple[int, int]:

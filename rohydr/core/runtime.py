@@ -11,7 +11,7 @@ import zlib
 import numpy as np
 import torch
 
-from rohydr.errors import RohydrError
+from rohydr.core.errors import RohydrError
 
 
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rohydr.errors import NonFiniteError
+from rohydr.core.errors import NonFiniteError
 
 METRICS = ("acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "acc5", "acc7", "mae", "corr")
 LABELS = {

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from rohydr.config import RunConfig, run_config_from_dict
-from rohydr.errors import NonFiniteError, RohydrError
-from rohydr.io import atomic_path
+from rohydr.core.config import RunConfig, run_config_from_dict
+from rohydr.core.errors import NonFiniteError, RohydrError
+from rohydr.core.io import atomic_path
 
 FORMAT = "rohydr-checkpoint-2"  # 2: with a digest of the whole payload
 REQUIRED_KEYS = {

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from rohydr import MR_FRACTIONS, PATTERN_NAMES
+from rohydr.core.vocabulary import MR_FRACTIONS, PATTERN_NAMES
 
 Count = Annotated[int, Field(ge=1)]  # layers, widths, epochs, batch sizes
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -305,7 +305,7 @@ def run_config_from_dict(values: dict) -> RunConfig:
 
 
 def load_run_config(path: str | Path) -> RunConfig:
-    from rohydr.errors import RohydrError
+    from rohydr.core.errors import RohydrError
 
     try:
         with open(path) as handle:

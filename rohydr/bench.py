@@ -20,7 +20,7 @@ import torch.nn as nn
 from rohydr.core.config import FAITHFUL, build_run_config
 from rohydr.core.errors import RohydrError
 from rohydr.core.io import write_text_atomic
-from rohydr.core.runtime import autocast, configure_runtime, keep_freed_memory, peak_memory_mb, seed_everything
+from rohydr.core.runtime import Runtime, keep_freed_memory, peak_memory_mb, seed_everything
 from rohydr.core.vocabulary import BATCH_MR, CONDITIONS, PATTERNS
 from rohydr.data.dataset import FeatureStore
 from rohydr.data.masks import draw_batch_mr_masks, draw_mr_masks
@@ -106,8 +106,9 @@ class ReferenceEvaluation:
     re-encoded in every batch (`text_encoder`: bert_base_sized_encoder), and the full forward with its
     losses (the reference computes the diffusion loss and the reconstructor's MSE when testing too)."""
 
-    def __init__(self, model, split, batch_size: int, device: torch.device, bf16: bool, text_encoder: nn.Module):
-        self.model, self.split, self.device, self.bf16, self.text_encoder = model, split, device, bf16, text_encoder
+    def __init__(self, model, split, batch_size: int, runtime: Runtime, text_encoder: nn.Module):
+        self.model, self.split, self.runtime, self.text_encoder = model, split, runtime, text_encoder
+        self.device = runtime.device
         self.avail = torch.from_numpy(draw_batch_mr_masks(len(split), batch_size, BATCH_MR,
                                                           np.random.default_rng(0)))
         self.noise = split_noise(0, self.avail.numpy(), feature_shape(model))
@@ -126,22 +127,23 @@ class ReferenceEvaluation:
             for index in batches:
                 encoder_seconds += timed(self.device, self.text_encoder, self.token_ids[index].to(self.device))
                 (text, audio, vision), _ = self.split.batch(index)
-                with autocast(self.device, self.bf16):
+                with self.runtime.autocast():
                     model_seconds += timed(self.device, self.model, text.to(self.device), audio.to(self.device),
                                            vision.to(self.device), self.avail[index].to(self.device),
                                            noise=self.noise[index].to(self.device), with_losses=True)
         return model_seconds + encoder_seconds, encoder_seconds
 
 
-def time_evaluations(model, split, batch_size: int, device: torch.device, bf16: bool) -> dict[str, float]:
+def time_evaluations(model, split, batch_size: int, runtime: Runtime) -> dict[str, float]:
     """Seconds for every condition (one pass per availability pattern, as `rohydr evaluate`) and for
     the reference's one evaluation, on stock kernels and on this project's. The three alternate in
     seven rounds (a pattern pass, then a seventh of the reference's batches each way), so that a
     change in the machine's speed during the run weighs on all three alike."""
-    reference = ReferenceEvaluation(model, split, batch_size, device, bf16, bert_base_sized_encoder().to(device))
+    device = runtime.device
+    reference = ReferenceEvaluation(model, split, batch_size, runtime, bert_base_sized_encoder().to(device))
     rounds = np.array_split(np.arange(len(reference.batches)), len(PATTERNS))
     seconds = dict.fromkeys(("eval", "reference", "reference_text_encoder", "reference_same_kernels"), 0.0)
-    passes = iter_pattern_predictions(model, split, 0, device, bf16, list(PATTERNS))
+    passes = iter_pattern_predictions(model, split, 0, runtime, list(PATTERNS))
     for round_batches in rounds:
         seconds["eval"] += timed(device, next, passes)
         batches = [reference.batches[i] for i in round_batches]
@@ -153,7 +155,8 @@ def time_evaluations(model, split, batch_size: int, device: torch.device, bf16: 
 
 
 def bench(preset: str, overrides: list[dict], data: str | None, batches: int, eval_samples: int,
-          device: torch.device, bf16: bool, compile_model: bool = False) -> dict:
+          runtime: Runtime) -> dict:
+    device = runtime.device
     run_config = build_run_config(preset, *overrides)
     seed_everything(0, "bench")
     with tempfile.TemporaryDirectory() as folder:
@@ -161,9 +164,9 @@ def bench(preset: str, overrides: list[dict], data: str | None, batches: int, ev
         with FeatureStore(path) as store:
             train_split, dims, length = store.split("train").to(device), store.dims, store.length
         model = build_model(run_config, dims, length).to(device)
-        if compile_model:
+        if runtime.compile:
             model.compile_denoisers()
-        runner = StageRunner(model, run_config, device, bf16, stage="all")
+        runner = StageRunner(model, run_config, runtime, stage="all")
         per_batch = time_training(runner, train_split, batches, device)
         train_peak = peak_memory_mb(device)  # before the test split is loaded
 
@@ -172,12 +175,12 @@ def bench(preset: str, overrides: list[dict], data: str | None, batches: int, ev
     if eval_samples:
         test_split = test_split.subset(slice(0, min(eval_samples, len(test_split))))
     keep_freed_memory()  # as `rohydr evaluate` does
-    seconds = time_evaluations(model, test_split, run_config.train.batch_size, device, bf16)
+    seconds = time_evaluations(model, test_split, run_config.train.batch_size, runtime)
     eval_seconds = seconds["eval"]
     batch_seconds = sum(per_batch.values())
     n_batches = math.ceil(len(train_split) / run_config.train.batch_size)
     return {
-        "preset": preset, "overrides": overrides, "device": str(device), "bf16": bf16, "compile": compile_model,
+        "preset": preset, "overrides": overrides, "device": str(device), "bf16": runtime.bf16, "compile": runtime.compile,
         "threads": torch.get_num_threads(), "batch_size": run_config.train.batch_size,
         "train_mr": run_config.train.train_mr, "train_samples": len(train_split),
         "seconds_per_batch": {**{k: round(v, 4) for k, v in per_batch.items()}, "total": round(batch_seconds, 4)},
@@ -218,12 +221,11 @@ def format_table(result: dict) -> str:
 
 
 def cli_bench(args) -> int:
-    device = configure_runtime(args)
+    runtime = Runtime.from_args(args)
     if args.batches < 1:
         raise RohydrError("--batches must be at least 1")
     overrides = ([FAITHFUL] if args.faithful else []) + parse_overrides(args.override)
-    result = bench(args.preset, overrides, args.data, args.batches, args.eval_samples,
-                   device, args.bf16, compile_model=args.compile)
+    result = bench(args.preset, overrides, args.data, args.batches, args.eval_samples, runtime)
     print(format_table(result))
     if args.json_out:
         write_text_atomic(args.json_out, json.dumps(result, indent=2) + "\n")

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from helpers import make_features, make_masks, run_cli, write_run_config
 from rohydr.core.metrics import score
+from rohydr.core.runtime import Runtime
 from rohydr.core.vocabulary import CONDITIONS
 from rohydr.data.dataset import FeatureStore
 from rohydr.data.masks import load_masks
@@ -64,7 +64,7 @@ def test_condition_scores_match_a_direct_run(trained):
     with FeatureStore(trained["h5"]) as store:
         split = store.split("test")
     avail = load_masks(trained["masks"], "test")["mr0.4"]
-    direct = predict(model, split, avail, seed=3, batch_size=7, device=torch.device("cpu"))
+    direct = predict(model, split, avail, seed=3, batch_size=7, runtime=Runtime())
     expected = score(direct.y_rec, split.labels.numpy())
     got = table[table.condition == "mr0.4"].set_index("metric").value
     for metric in ("mae", "acc2_non0", "corr"):

@@ -13,6 +13,7 @@ import torch
 
 from helpers import pretrained_workspace, run_cli, tool_env, write_run_config
 from rohydr.core.config import FAITHFUL, build_run_config
+from rohydr.core.runtime import Runtime
 from rohydr.core.vocabulary import GROUPS, TRAIN_LOG_COLUMNS
 from rohydr.data.dataset import FeatureStore
 from rohydr.models.checkpoint import build_model, load_checkpoint
@@ -73,7 +74,7 @@ def test_each_stage_updates_its_parameter_groups(workspace, faithful):
     with FeatureStore(workspace["h5"]) as store:
         split = store.split("train")
         model = build_model(run_config, store.dims, store.length)
-    runner = StageRunner(model, run_config, torch.device("cpu"), bf16=False, stage="all")
+    runner = StageRunner(model, run_config, Runtime(), stage="all")
     batch = split.batch(torch.arange(16))
     avail = torch.tensor([[True, False, False], [False, True, True]] * 8)
     model.train()
@@ -96,7 +97,7 @@ def test_shared_forward_applies_every_stage(workspace):
     with FeatureStore(workspace["h5"]) as store:
         split = store.split("train")
         model = build_model(run_config, store.dims, store.length)
-    runner = StageRunner(model, run_config, torch.device("cpu"), bf16=False, stage="all")
+    runner = StageRunner(model, run_config, Runtime(), stage="all")
     before = _snapshot(model)
     model.train()
     runner.batch(split.batch(torch.arange(16)), torch.tensor([[True, False, True]] * 16), has_missing=True)

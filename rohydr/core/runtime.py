@@ -7,6 +7,7 @@ import ctypes.util
 import random
 import sys
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,6 +30,27 @@ def select_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RohydrError(f"--device {name}: CUDA is not available on this machine (use --device cpu or auto)")
     return device
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a command runs its model: the device, bf16 autocast (CUDA only) and torch.compile of
+    the generators' repeated calls. Passed to everything that runs a model."""
+
+    device: torch.device = torch.device("cpu")
+    bf16: bool = False
+    compile: bool = False
+
+    @classmethod
+    def from_args(cls, args, inference: bool = False) -> Runtime:
+        """Apply the command's --threads and --device (see configure_runtime)."""
+        return cls(configure_runtime(args, inference), bool(args.bf16), bool(getattr(args, "compile", False)))
+
+    def autocast(self):
+        """bf16 autocast on CUDA when asked for; a no-op elsewhere."""
+        if self.bf16 and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
 
 def configure_runtime(args, inference: bool = False) -> torch.device:
@@ -79,13 +101,6 @@ def seed_everything(*parts: int | str) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def autocast(device: torch.device, bf16: bool):
-    """bf16 autocast on CUDA when asked for; a no-op elsewhere."""
-    if bf16 and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def peak_memory_mb(device: torch.device) -> float:

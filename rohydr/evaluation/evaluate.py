@@ -11,13 +11,12 @@ import gzip
 
 import numpy as np
 import pandas as pd
-import torch
 
 from rohydr.core.errors import NonFiniteError
 from rohydr.core.io import atomic_path, sha256_file
 from rohydr.core.metrics import score
 from rohydr.core.progress import progress
-from rohydr.core.runtime import configure_runtime
+from rohydr.core.runtime import Runtime
 from rohydr.core.vocabulary import MODALITIES, PATTERNS, pattern_codes
 from rohydr.data.dataset import FeatureStore
 from rohydr.data.masks import load_masks, realized_missing_rate
@@ -28,24 +27,24 @@ from rohydr.training.pretrain import complete_predictions
 EVAL_BATCH = 128
 
 
-def iter_pattern_predictions(model, split, seed: int, device, bf16: bool, patterns: list[str]):
+def iter_pattern_predictions(model, split, seed: int, runtime: Runtime, patterns: list[str]):
     """(pattern, Predictions) for each availability pattern in turn; the first pass's fused true
     features serve the rest."""
     n, truth = len(split), None
     for name in progress(patterns, "evaluate: availability patterns", every_s=0):
         avail = np.tile(np.array(PATTERNS[name], dtype=bool), (n, 1))
-        predictions = predict(model, split, avail, seed, EVAL_BATCH, device, bf16, fused_truth=truth)
+        predictions = predict(model, split, avail, seed, EVAL_BATCH, runtime, fused_truth=truth)
         truth = predictions.fused_truth
         yield name, predictions
 
 
-def predict_patterns(model, split, seed: int, device, bf16: bool, patterns: list[str]) -> dict[str, Predictions]:
-    return dict(iter_pattern_predictions(model, split, seed, device, bf16, patterns))
+def predict_patterns(model, split, seed: int, runtime: Runtime, patterns: list[str]) -> dict[str, Predictions]:
+    return dict(iter_pattern_predictions(model, split, seed, runtime, patterns))
 
 
-def complete_only(model, split, device, bf16) -> dict[str, Predictions]:
+def complete_only(model, split, runtime: Runtime) -> dict[str, Predictions]:
     """The pretrained backbone has no recovery: it is scored on complete inputs only."""
-    y_rec = complete_predictions(model, split, EVAL_BATCH, device, bf16)
+    y_rec = complete_predictions(model, split, EVAL_BATCH, runtime)
     nan3 = np.full((len(y_rec), 3), np.nan, dtype=np.float32)
     return {"complete": Predictions(y_rec, nan3, nan3.copy(), np.full(len(y_rec), np.nan, dtype=np.float32))}
 
@@ -93,23 +92,22 @@ def as_zero_fill(model, pretrained: bool) -> None:
 
 
 def evaluate(data: str, model_path: str, masks_path: str, seed: int, split_name: str, out: str,
-             predictions_path: str, device: torch.device, bf16: bool = False,
-             compile_model: bool = False, zeros_for_missing: bool = False) -> pd.DataFrame:
-    model, payload = load_model(model_path, device)
+             predictions_path: str, runtime: Runtime, zeros_for_missing: bool = False) -> pd.DataFrame:
+    model, payload = load_model(model_path, runtime.device)
     if zeros_for_missing:
         as_zero_fill(model, pretrained=payload["kind"] == "pretrain")
-    if compile_model:
+    if runtime.compile:
         model.compile_denoisers()
     with FeatureStore(data) as store:
         check_data_matches(payload, store.dims, store.length, model_path)
-        split = store.split(split_name).to(device)
+        split = store.split(split_name).to(runtime.device)
     masks = load_masks(masks_path, split_name, (data, sha256_file(data), len(split)))
     labels = split.labels.cpu().numpy()
     if payload["kind"] == "pretrain" and not zeros_for_missing:
-        by_pattern = complete_only(model, split, device, bf16)
+        by_pattern = complete_only(model, split, runtime)
         masks = {"complete": masks["complete"]}
     else:
-        by_pattern = predict_patterns(model, split, seed, device, bf16, list(PATTERNS))
+        by_pattern = predict_patterns(model, split, seed, runtime, list(PATTERNS))
     rows = []
     for condition, avail in masks.items():
         try:
@@ -125,9 +123,8 @@ def evaluate(data: str, model_path: str, masks_path: str, seed: int, split_name:
 
 
 def cli_evaluate(args) -> int:
-    device = configure_runtime(args, inference=True)
     table = evaluate(args.data, args.model, args.masks, args.seed, args.split, args.out, args.predictions,
-                     device, args.bf16, compile_model=args.compile, zeros_for_missing=args.zeros_for_missing)
+                     Runtime.from_args(args, inference=True), zeros_for_missing=args.zeros_for_missing)
     wide = table[table.metric.isin(["acc2_non0", "f1_non0", "mae"])].pivot(index="condition", columns="metric",
                                                                           values="value")
     print(wide.round(4).to_string())

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rohydr.core.runtime import autocast, derived_seed
+from rohydr.core.runtime import Runtime, derived_seed
 from rohydr.core.vocabulary import MODALITIES, pattern_codes
 
 
@@ -45,8 +45,8 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict(model, split, avail: np.ndarray, seed: int, batch_size: int, device: torch.device,
-            bf16: bool = False, noise: torch.Tensor | None = None,
+def predict(model, split, avail: np.ndarray, seed: int, batch_size: int, runtime: Runtime,
+            noise: torch.Tensor | None = None,
             fused_truth: torch.Tensor | None = None) -> Predictions:
     """The model's recovered-branch output for every row of `split` under `avail` (N, 3).
 
@@ -64,11 +64,12 @@ def predict(model, split, avail: np.ndarray, seed: int, batch_size: int, device:
     rec_cos = np.full((n, 3), np.nan, dtype=np.float32)
     fusion_l1 = np.full(n, np.nan, dtype=np.float32)
     truth_batches = []
+    device = runtime.device
     for start in range(0, n, batch_size):
         index = torch.arange(start, min(start + batch_size, n))
         (text, audio, vision), _ = split.batch(index)
         truth = fused_truth[index].to(device) if fused_truth is not None else None
-        with autocast(device, bf16):
+        with runtime.autocast():
             out = model(text.to(device), audio.to(device), vision.to(device), avail_t[index].to(device),
                         noise=noise[index].to(device), with_losses=False, fused_truth=truth)
         if fused_truth is None:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from rohydr.core.config import load_run_config
 from rohydr.core.io import sha256_file, sole_writer
 from rohydr.core.metrics import score
-from rohydr.core.runtime import autocast, configure_runtime, derived_seed, seed_everything
+from rohydr.core.runtime import Runtime, derived_seed, seed_everything
 from rohydr.core.vocabulary import PRETRAIN_LOG_COLUMNS
 from rohydr.data.dataset import FeatureStore
 from rohydr.models.checkpoint import build_model, save_checkpoint
@@ -29,26 +29,27 @@ def complete_prediction(model, text, audio, vision) -> torch.Tensor:
 
 
 @torch.no_grad()
-def complete_predictions(model, split, batch_size, device, bf16=False) -> np.ndarray:
+def complete_predictions(model, split, batch_size, runtime: Runtime) -> np.ndarray:
     """(N,) predictions of the backbone on complete inputs, eval mode."""
     model.eval()
-    predictions = []
+    predictions, device = [], runtime.device
     for start in range(0, len(split), batch_size):
         (text, audio, vision), _ = split.batch(torch.arange(start, min(start + batch_size, len(split))))
-        with autocast(device, bf16):
+        with runtime.autocast():
             y = complete_prediction(model, text.to(device), audio.to(device), vision.to(device))
         predictions.append(y.float().cpu())
     return torch.cat(predictions).numpy()
 
 
-def validate_complete(model, split, batch_size, device, bf16=False) -> dict:
-    y_pred = complete_predictions(model, split, batch_size, device, bf16)
+def validate_complete(model, split, batch_size, runtime: Runtime) -> dict:
+    y_pred = complete_predictions(model, split, batch_size, runtime)
     metrics = score(y_pred, split.labels.cpu().numpy())
     return {"val_l1": float(metrics["mae"]), "val_acc2": metrics["acc2_non0"], "val_f1": metrics["f1_non0"]}
 
 
-def pretrain(data: str, run_config_path: str, seed: int, out: str, log: str, device: torch.device,
-             bf16: bool = False, progress: bool = True) -> dict:
+def pretrain(data: str, run_config_path: str, seed: int, out: str, log: str, runtime: Runtime,
+             progress: bool = True) -> dict:
+    device = runtime.device
     run_config = load_run_config(run_config_path)
     cfg = run_config.pretrain
     seed_everything(seed, "init")
@@ -66,7 +67,7 @@ def pretrain(data: str, run_config_path: str, seed: int, out: str, log: str, dev
         batches = epoch_batches(len(train_split), cfg.batch_size, rng)
         for index in batches:
             (text, audio, vision), labels = train_split.batch(index.to(device))
-            with autocast(device, bf16):
+            with runtime.autocast():
                 y = complete_prediction(model, text, audio, vision)
             loss = F.l1_loss(y.float(), labels)
             optimizer.zero_grad(set_to_none=True)
@@ -78,7 +79,7 @@ def pretrain(data: str, run_config_path: str, seed: int, out: str, log: str, dev
 
     loop = EpochLoop(
         model=model, optimizers={"main": optimizer}, scheduler=None, train_epoch=train_epoch,
-        validate=lambda: validate_complete(model, valid_split, cfg.batch_size * 4, device, bf16),
+        validate=lambda: validate_complete(model, valid_split, cfg.batch_size * 4, runtime),
         monitor="val_l1", max_epochs=cfg.max_epochs, early_stop=cfg.early_stop, seed=seed,
         log_path=Path(log), columns=PRETRAIN_LOG_COLUMNS, progress=progress,
         fingerprint={"stage": "pretrain", "run_config": run_config.to_dict(), "data": sha256_file(data),
@@ -94,9 +95,9 @@ def pretrain(data: str, run_config_path: str, seed: int, out: str, log: str, dev
 
 
 def cli_pretrain(args) -> int:
-    device = configure_runtime(args)
+    runtime = Runtime.from_args(args)
     with sole_writer(args.out):
-        best = pretrain(args.data, args.run_config, args.seed, args.out, args.log, device, args.bf16,
+        best = pretrain(args.data, args.run_config, args.seed, args.out, args.log, runtime,
                         progress=not args.no_progress)
     print(f"best epoch {best['epoch']}: val_l1 {best['val_l1']:.4f} val_acc2 {best['val_acc2']:.4f}")
     return 0

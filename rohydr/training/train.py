@@ -18,7 +18,7 @@ from rohydr.core.config import RunConfig, load_run_config
 from rohydr.core.errors import RohydrError
 from rohydr.core.io import sha256_file, sole_writer
 from rohydr.core.metrics import score
-from rohydr.core.runtime import autocast, configure_runtime, derived_seed, seed_everything
+from rohydr.core.runtime import Runtime, derived_seed, seed_everything
 from rohydr.core.vocabulary import ALL_PATTERNS_CONDITION, GROUPS, TRAIN_LOG_COLUMNS
 from rohydr.data.dataset import FeatureStore
 from rohydr.data.masks import draw_batch_mr_masks, draw_mr_masks, draw_pattern_masks, load_masks
@@ -37,8 +37,8 @@ MONITOR = {"all": "val_l1", "1": "val_recon_mse", "2": "val_fusion_l1", "3": "va
 class StageRunner:
     """Runs the optimization stages on one batch and accumulates what the log reports."""
 
-    def __init__(self, model, run_config: RunConfig, device: torch.device, bf16: bool, stage: str):
-        self.model, self.cfg, self.device, self.bf16 = model, run_config.train, device, bf16
+    def __init__(self, model, run_config: RunConfig, runtime: Runtime, stage: str):
+        self.model, self.cfg, self.runtime = model, run_config.train, runtime
         self.model_cfg = run_config.model
         self.stage = stage
         if self.cfg.freeze_extractor:
@@ -64,7 +64,7 @@ class StageRunner:
         return [{"params": generators, "lr": self.cfg.generator_lr}, {"params": rest}]
 
     def reset(self) -> None:
-        zero = lambda: torch.zeros((), device=self.device)  # noqa: E731
+        zero = lambda: torch.zeros((), device=self.runtime.device)  # noqa: E731
         self.sums: dict[str, torch.Tensor] = defaultdict(zero)
         self.counts: dict[str, int] = defaultdict(int)
 
@@ -74,7 +74,7 @@ class StageRunner:
 
     def _forward(self, batch, avail, with_losses: bool):
         (text, audio, vision), _ = batch
-        with autocast(self.device, self.bf16):
+        with self.runtime.autocast():
             return self.model(text, audio, vision, avail, with_losses=with_losses)
 
     def _record_grad_norms(self, stage: str, names=GROUPS) -> None:
@@ -113,7 +113,7 @@ class StageRunner:
     def generators(self, batch, avail) -> None:
         """Stage 1 alone, without the fusion: the generators' warm-up epochs."""
         (text, audio, vision), _ = batch
-        with autocast(self.device, self.bf16):
+        with self.runtime.autocast():
             recovery = self.model.recover(self.model.extract(text, audio, vision), avail, with_losses=True)
         loss = recovery_loss(recovery, self.cfg.lambda_g)
         self._step(loss, "stage1")
@@ -214,8 +214,8 @@ def validation_condition(cfg) -> str:
     return ALL_PATTERNS_CONDITION if cfg.missing_draw == "all_patterns" else f"mr{cfg.train_mr:.1f}"
 
 
-def validation_scores(model, split, avail, seed, noise, batch_size, device, bf16) -> dict:
-    predictions = predict(model, split, avail, seed, batch_size, device, bf16, noise=noise)
+def validation_scores(model, split, avail, seed, noise, batch_size, runtime: Runtime) -> dict:
+    predictions = predict(model, split, avail, seed, batch_size, runtime, noise=noise)
     metrics = score(predictions.y_rec, split.labels.cpu().numpy())
     missing = ~avail
     return {
@@ -238,8 +238,7 @@ def start_from(model, path: str, dims, length) -> None:
 
 
 def train(data: str, run_config_path: str, pretrained: str, masks: str, seed: int, out: str, log: str,
-          device: torch.device, stage: str = "all", bf16: bool = False, progress: bool = True,
-          compile_model: bool = False) -> dict:
+          runtime: Runtime, stage: str = "all", progress: bool = True) -> dict:
     run_config = load_run_config(run_config_path)
     cfg = run_config.train
     if (stage != "all") != (cfg.schedule == "sequential"):
@@ -247,20 +246,20 @@ def train(data: str, run_config_path: str, pretrained: str, masks: str, seed: in
                           "the sequential schedule trains stages 1, 2, 3 one command each; the others use --stage all")
     seed_everything(seed, "init")
     with FeatureStore(data) as store:
-        train_split = store.split("train").to(device)
-        valid_split = store.split("valid").to(device)
+        train_split = store.split("train").to(runtime.device)
+        valid_split = store.split("valid").to(runtime.device)
         dims, length = store.dims, store.length
     data_sha256 = sha256_file(data)
     valid_avail = load_masks(masks, "valid", (data, data_sha256, len(valid_split)))[validation_condition(cfg)]
 
-    model = build_model(run_config, dims, length).to(device)
+    model = build_model(run_config, dims, length).to(runtime.device)
     start_from(model, pretrained, dims, length)
     for regression, mse in model.fit_feature_models(train_split.features(), valid_split.features()).items():
         print(f"ridge_fill {regression}: validation MSE {mse:.4f}", flush=True)
-    if compile_model:
+    if runtime.compile:
         model.compile_denoisers()
     valid_noise = split_noise(seed, valid_avail, feature_shape(model))  # the same every epoch
-    runner = StageRunner(model, run_config, device, bf16, stage)
+    runner = StageRunner(model, run_config, runtime, stage)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         runner.main, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
 
@@ -268,11 +267,11 @@ def train(data: str, run_config_path: str, pretrained: str, masks: str, seed: in
         rng = np.random.default_rng(derived_seed(seed, "train-epoch", epoch))
         batches = epoch_batches(len(train_split), cfg.batch_size, rng)
         avail = training_masks(cfg, len(train_split), rng, torch.cat(batches))
-        avail_t = torch.from_numpy(avail).to(device)
+        avail_t = torch.from_numpy(avail).to(runtime.device)
         has_missing = ~avail.all(axis=1)
         runner.reset()
         for index in progress_bar(batches, progress, desc=f"epoch {epoch}", leave=False):
-            on_device = index.to(device)
+            on_device = index.to(runtime.device)
             missing = bool(has_missing[index.numpy()].any())
             if epoch > warmup:
                 runner.batch(train_split.batch(on_device), avail_t[on_device], missing)
@@ -286,7 +285,7 @@ def train(data: str, run_config_path: str, pretrained: str, masks: str, seed: in
         model=model, optimizers={"main": runner.main, "disc": runner.disc}, scheduler=scheduler,
         train_epoch=train_epoch,
         validate=lambda: validation_scores(model, valid_split, valid_avail, seed, valid_noise, cfg.batch_size * 4,
-                                   device, bf16),
+                                           runtime),
         monitor=MONITOR[stage], max_epochs=max_epochs, early_stop=cfg.early_stop, seed=seed, warmup_epochs=warmup,
         log_path=Path(log), columns=TRAIN_LOG_COLUMNS, progress=progress,
         fingerprint={"stage": stage, "run_config": run_config.to_dict(), "data": data_sha256,
@@ -302,10 +301,8 @@ def train(data: str, run_config_path: str, pretrained: str, masks: str, seed: in
 
 
 def cli_train(args) -> int:
-    device = configure_runtime(args)
     with sole_writer(args.out):
         best = train(args.data, args.run_config, args.pretrained, args.masks, args.seed, args.out, args.log,
-                     device, stage=args.stage, bf16=args.bf16, progress=not args.no_progress,
-                     compile_model=args.compile)
+                     Runtime.from_args(args), stage=args.stage, progress=not args.no_progress)
     print(f"best epoch {best['epoch']}: " + " ".join(f"{k} {best[k]:.4f}" for k in ("val_l1", "val_acc2", "val_f1")))
     return 0

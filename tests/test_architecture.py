@@ -1,12 +1,18 @@
-"""The package's layers import only downward: core -> kernels, data -> models -> training -> evaluation ->
-reporting, with the command line and the benchmark on top. Every import counts, at module level or
-inside a function."""
+"""Conventions that keep the code base as the README describes it: the package's layers import only
+downward (core -> kernels, data -> models -> training -> evaluation -> reporting, with the command line and
+the benchmark on top; every import counts, at module level or inside a function); no block of six lines
+is written twice; the workflow is formatted (snakefmt) and lints clean but for the accepted finding;
+pyflakes finds nothing in the package."""
 from __future__ import annotations
 
 import ast
+import re
+import subprocess
+import sys
+from collections import defaultdict
 from pathlib import Path
 
-from helpers import REPO
+from helpers import REPO, snakemake
 
 PACKAGE = REPO / "rohydr"
 # layer of each subpackage (or top-level module); a module may import its own subpackage and lower layers
@@ -59,3 +65,66 @@ def test_the_check_sees_an_upward_import(tmp_path):
     module.write_text("def f():\n    from rohydr.training.train import StageRunner\n")
     assert imported_modules(module) == {"rohydr.training.train"}
     assert LAYERS[layer_of("rohydr.training.train")] > LAYERS[layer_of("rohydr.models.dit")]
+
+
+# ------------------------------------------------------------------------------------------------ duplicates
+WINDOW = 6
+
+
+def meaningful_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, text with white space folded), without blank, comment, import and lone-punctuation lines."""
+    kept = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        text = " ".join(line.split())
+        if not text or text.startswith("#") or re.fullmatch(r"[\[\](){},:]*", text):
+            continue
+        if text.startswith(("import ", "from ")) and " import " in f"{text} ":
+            continue
+        kept.append((number, text))
+    return kept
+
+
+def repeated_blocks(paths: list[Path], root: Path = REPO) -> list[str]:
+    places = defaultdict(list)
+    for path in paths:
+        lines = meaningful_lines(path)
+        for start in range(len(lines) - WINDOW + 1):
+            block = tuple(text for _, text in lines[start:start + WINDOW])
+            places[block].append(f"{path.relative_to(root)}:{lines[start][0]}")
+    return [" ~ ".join(where) for where in places.values() if len(where) > 1]
+
+
+def source_files() -> list[Path]:
+    return [*PACKAGE.rglob("*.py"), REPO / "Snakefile", *(REPO / "workflow" / "rules").glob("*.smk")]
+
+
+def test_no_block_of_six_lines_is_written_twice():
+    repeated = repeated_blocks(source_files())
+    assert not repeated, "blocks of six or more lines written twice:\n" + "\n".join(repeated)
+
+
+def test_the_duplicate_check_finds_a_copied_block(tmp_path):
+    body = "\n".join(f"value_{i} = compute({i})" for i in range(6))
+    first, second = tmp_path / "a.py", tmp_path / "b.py"
+    first.write_text(f"def f():\n{body}\n")
+    second.write_text(f"import os\n\n{body}\n")
+    assert repeated_blocks([first, second], tmp_path) == ["a.py:2 ~ b.py:3"]
+
+
+# ------------------------------------------------------------------------------------------------ tools
+def test_workflow_is_formatted_with_snakefmt():
+    result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow/rules"], cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_workflow_lint_has_only_the_accepted_finding(tmp_path):
+    result = snakemake("--lint", "--configfile", REPO / "config" / "config.yaml", cwd=tmp_path, check=False)
+    findings = set(re.findall(r"^ {4}\* (.+?):?$", result.stdout + result.stderr, re.M))
+    assert findings == {"Specify a conda environment or container for each rule."}, result.stdout[-3000:]
+
+
+def test_pyflakes_finds_nothing_in_the_package():
+    result = subprocess.run([sys.executable, "-m", "pyflakes", "rohydr", "tests"], cwd=REPO, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -13,6 +13,7 @@ Layout (read by rohydr.data.dataset.FeatureStore):
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 from pathlib import Path
@@ -77,8 +78,8 @@ class BertEncoder:
             raise RohydrError(f"BERT directory {self.dir} has no config.json: expected a model saved with "
                               "save_pretrained (config.json plus model.safetensors or pytorch_model.bin)")
         try:
-            import torch  # noqa: F401
-            import transformers  # noqa: F401
+            for name in ("torch", "transformers"):
+                importlib.import_module(name)
         except ImportError as error:
             raise RohydrError(f"--text-encoder bert needs the optional package 'transformers', which is not "
                               f"installed ({error}); install it with: pip install 'rohydr[bert]'") from None

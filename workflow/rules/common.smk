@@ -7,12 +7,12 @@ from snakemake.utils import validate
 
 from rohydr.core.config import build_run_config
 
-
 validate(config, schema="../schemas/config.schema.yaml")
 
 
 # The workflow description page of `snakemake --report`.
 report: "../report/workflow.rst"
+
 
 DATASETS = config["datasets"]
 RUN_DATASETS = config.get("run_datasets") or list(DATASETS)
@@ -26,7 +26,9 @@ if SWEEP:
         raise ValueError(f"redundancy_sweep.dataset {SWEEP['dataset']!r} is not a configured synthetic dataset")
     for _value in SWEEP["values"]:
         SWEEP_DATASETS[f"{SWEEP['dataset']}_r{_value}"] = {
-            **_base, "synthetic": {**_base["synthetic"], "redundancy": _value}}
+            **_base,
+            "synthetic": {**_base["synthetic"], "redundancy": _value},
+        }
     DATASETS = {**DATASETS, **SWEEP_DATASETS}
 # Every dataset the DAG can build: the run ones and the swept ones.
 DAG_DATASETS = [*RUN_DATASETS, *(d for d in SWEEP_DATASETS if d not in RUN_DATASETS)]
@@ -57,12 +59,13 @@ TRAININGS = [(run, protocol) for run in TRAINED for protocol in protocols_of(run
 # Trained all-pattern models also scored fed zeros instead of their recovery: run name -> trained run.
 FED_ZEROS = {f"{run}_fed_zeros": run for run in config.get("fed_zeros", [])}
 # Every evaluated (run, protocol): the trainings, the models fed zeros and the built-in runs.
-EVALUATED = (TRAININGS + [(run, ALL_PATTERNS) for run in FED_ZEROS]
-             + [(run, COMPLETE_DATA) for run in BUILT_IN])
+EVALUATED = TRAININGS + [(run, ALL_PATTERNS) for run in FED_ZEROS] + [(run, COMPLETE_DATA) for run in BUILT_IN]
 DISPLAY_NAMES = config.get("display_names", {})
 ABLATION = config.get("ablation") or [MAIN_VARIANT, *(v for v in VARIANTS if v != MAIN_VARIANT)]
 COMPARISON = config.get("comparison") or [MAIN_VARIANT]
 RES = config["resources"]
+# What a training job (pretraining or a run's training) asks of the scheduler: one GPU where there is one.
+TRAIN_JOB = {"gpu": 1, "mem_mb": RES["train_mem_mb"], "runtime": RES["train_runtime"]}
 
 
 def _check_names():
@@ -75,8 +78,10 @@ def _check_names():
             raise ValueError(f"{key} names unknown run(s) {unknown}; configured: {sorted(TRAINED)}")
         untrained = [name for name in rows if ALL_PATTERNS not in protocols_of(name)]
         if untrained:
-            raise ValueError(f"{key} rows {untrained} are not in protocols.all_patterns.runs: the {key} table "
-                             "compares all-pattern models")
+            raise ValueError(
+                f"{key} rows {untrained} are not in protocols.all_patterns.runs: the {key} table "
+                "compares all-pattern models"
+            )
     for protocol, spec in PROTOCOLS.items():
         unknown = [name for name in spec.get("runs", []) if name not in TRAINED]
         if unknown:
@@ -134,8 +139,12 @@ def _check_profile_variables():
                 unset.setdefault(variable, []).append(f"{name} in {scope}")
     if unset:
         lines = [f"  ${variable} (for {', '.join(uses)})" for variable, uses in unset.items()]
-        raise ValueError("the profile's resources name environment variables that are not set:\n" + "\n".join(lines)
-                         + "\nexport them first, e.g. export " + " ".join(f"{v}=..." for v in unset))
+        raise ValueError(
+            "the profile's resources name environment variables that are not set:\n"
+            + "\n".join(lines)
+            + "\nexport them first, e.g. export "
+            + " ".join(f"{v}=..." for v in unset)
+        )
 
 
 _check_names()
@@ -165,8 +174,9 @@ def dataset_pickle(wildcards):
 
 def run_dirs(dataset, runs):
     """results/{dataset}/{run}/{protocol}/seed{seed} of every evaluated (run, protocol) of these runs."""
-    return [f"results/{dataset}/{run}/{protocol}/seed{seed}" for run, protocol in EVALUATED if run in runs
-            for seed in SEEDS]
+    return [
+        f"results/{dataset}/{run}/{protocol}/seed{seed}" for run, protocol in EVALUATED if run in runs for seed in SEEDS
+    ]
 
 
 def eval_csvs(dataset, runs):
@@ -218,8 +228,10 @@ def all_outputs():
 def synthetic_args(wildcards):
     spec = DATASETS[wildcards.dataset]["synthetic"]
     sizes = " ".join(str(n) for n in spec["sizes"])
-    return (f"--like {spec['like']} --seed {spec['seed']} --sizes {sizes} --length {spec['length']}"
-            f" --redundancy {spec['redundancy']}")
+    return (
+        f"--like {spec['like']} --seed {spec['seed']} --sizes {sizes} --length {spec['length']}"
+        f" --redundancy {spec['redundancy']}"
+    )
 
 
 def min_sequence_length(wildcards):

@@ -7,13 +7,13 @@ rule synthesize:
         optimum="resources/synthetic/{dataset}.optimum.csv",
         about="resources/synthetic/{dataset}.optimum.json",
         samples="resources/synthetic/{dataset}.optimum_samples.csv.gz",
-    params:
-        args=synthetic_args,
     log:
         "results/{dataset}/logs/synthesize.log",
     resources:
         mem_mb=RES["cpu_mem_mb"],
         runtime=30,
+    params:
+        args=synthetic_args,
     shell:
         "rohydr synth {output.pickle} {params.args} > {log} 2>&1"
 
@@ -23,13 +23,13 @@ rule validate_dataset:
         dataset_pickle,
     output:
         "results/{dataset}/data/validation.json",
-    params:
-        min_length=min_sequence_length,
     log:
         "results/{dataset}/logs/validate_dataset.log",
     resources:
         mem_mb=RES["convert_mem_mb"],
         runtime=60,
+    params:
+        min_length=min_sequence_length,
     shell:
         "rohydr validate {input} --min-length {params.min_length} --report {output} > {log} 2>&1"
 
@@ -40,12 +40,12 @@ rule convert_hdf5:
         validation="results/{dataset}/data/validation.json",
     output:
         "results/{dataset}/data/features.h5",
-    params:
-        args=convert_args,
     log:
         "results/{dataset}/logs/convert_hdf5.log",
     resources:
         mem_mb=RES["convert_mem_mb"],
         runtime=120,
+    params:
+        args=convert_args,
     shell:
         "rohydr convert {input.pickle} {output} {params.args} > {log} 2>&1"

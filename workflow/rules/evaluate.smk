@@ -24,21 +24,21 @@ rule evaluate:
     output:
         scores="results/{dataset}/{run}/{protocol}/seed{seed}/eval.csv",
         predictions="results/{dataset}/{run}/{protocol}/seed{seed}/predictions.csv.gz",
-    wildcard_constraints:
-        run="|".join([*BUILT_IN, *FED_ZEROS, *TRAINED]),
-        protocol="|".join([ALL_PATTERNS, *MR_PROTOCOLS, COMPLETE_DATA]),
-    params:
-        runtime=runtime_args(),
-        fill=evaluate_args,
     log:
         "results/{dataset}/logs/evaluate/{run}/{protocol}/seed{seed}.log",
     benchmark:
         "results/{dataset}/benchmarks/evaluate/{run}/{protocol}/seed{seed}.tsv"
+    wildcard_constraints:
+        run="|".join([*BUILT_IN, *FED_ZEROS, *TRAINED]),
+        protocol="|".join([ALL_PATTERNS, *MR_PROTOCOLS, COMPLETE_DATA]),
     threads: RES["train_threads"]
     resources:
         gpu=1,
         mem_mb=RES["train_mem_mb"],
         runtime=60,
+    params:
+        runtime=runtime_args(),
+        fill=evaluate_args,
     shell:
         "rohydr evaluate --data {input.data} --model {input.model} --masks {input.masks} --seed {wildcards.seed}"
         " --out {output.scores} --predictions {output.predictions} --threads {threads} {params.fill} {params.runtime}"

@@ -55,15 +55,15 @@ rule aggregate:
         [f"results/{{dataset}}/tables/{table}.{ext}" for table in TABLES for ext in TABLE_FORMATS if ext != "html"],
         "results/{dataset}/tables/all_metrics.csv",
         "results/{dataset}/tables/seeds.csv",
+    log:
+        "results/{dataset}/logs/aggregate.log",
+    localrule: True
     params:
         shown=report_args,
         ablation=" ".join([*ABLATION, *FED_ZEROS]),
         comparison=" ".join(COMPARISON),
         optimum=lambda wc: " ".join(f"--optimum {path}" for path in optimum_samples(wc.dataset)),
         reference=recovery_reference_args(),
-    log:
-        "results/{dataset}/logs/aggregate.log",
-    localrule: True
     shell:
         "rohydr aggregate --dataset {wildcards.dataset} --eval {input.scores} --masks {input.masks}"
         " {params.optimum} {params.reference} {params.shown} --ablation {params.ablation}"
@@ -105,12 +105,12 @@ rule plots:
             labels={"figure": "4. comparison with peers"},
         ),
         [f"results/{{dataset}}/figures/{figure}.pdf" for figure in FIGURES],
-    params:
-        shown=report_args,
-        comparison=" ".join(COMPARISON),
     log:
         "results/{dataset}/logs/plots.log",
     localrule: True
+    params:
+        shown=report_args,
+        comparison=" ".join(COMPARISON),
     shell:
         "rohydr plots --dataset {wildcards.dataset} --eval {input.scores} --train-logs {input.logs} {params.shown}"
         " --comparison {params.comparison}"
@@ -154,8 +154,13 @@ for _protocol, _folders in {"all_patterns": [ALL_PATTERNS], "per_mr": MR_PROTOCO
         name:
             _protocol
         input:
-            [f"results/{dataset}/{run}/{protocol}/seed{seed}/eval.csv" for dataset in RUN_DATASETS
-             for run, protocol in TRAININGS if protocol in _folders for seed in SEEDS],
+            [
+                f"results/{dataset}/{run}/{protocol}/seed{seed}/eval.csv"
+                for dataset in RUN_DATASETS
+                for run, protocol in TRAININGS
+                if protocol in _folders
+                for seed in SEEDS
+            ],
         localrule: True
 
 
@@ -171,13 +176,19 @@ rule sweep_plot:
         tables=[f"results/{dataset}/tables/missing_patterns.csv" for dataset in SWEEP_DATASETS],
     output:
         [f"results/sweeps/{{base}}_redundancy.{ext}" for ext in ("png", "pdf", "csv")],
-    params:
-        values=" ".join(str(value) for value in SWEEP.get("values", [])),
-        shown=lambda wc: shlex.join(["--main-variant", MAIN_VARIANT, "--display-names",
-                                     *(f"{run}={label}" for run, label in DISPLAY_NAMES.items())]),
     log:
         "results/sweeps/logs/{base}_redundancy.log",
     localrule: True
+    params:
+        values=" ".join(str(value) for value in SWEEP.get("values", [])),
+        shown=lambda wc: shlex.join(
+            [
+                "--main-variant",
+                MAIN_VARIANT,
+                "--display-names",
+                *(f"{run}={label}" for run, label in DISPLAY_NAMES.items()),
+            ]
+        ),
     shell:
         "rohydr sweep-plot --tables {input.tables} --redundancy {params.values} {params.shown}"
         " --out results/sweeps/{wildcards.base}_redundancy > {log} 2>&1"

@@ -6,11 +6,11 @@
 rule run_config:
     output:
         "results/{dataset}/{variant}/{protocol}/run_config.json",
-    params:
-        resolved=lambda wc: RUN_CONFIGS[(wc.dataset, wc.variant, wc.protocol)],
     log:
         "results/{dataset}/logs/run_config/{variant}_{protocol}.log",
     localrule: True
+    params:
+        resolved=lambda wc: RUN_CONFIGS[(wc.dataset, wc.variant, wc.protocol)],
     run:
         from rohydr.core.io import write_text_atomic
 
@@ -21,10 +21,10 @@ rule run_config:
 use rule run_config as pretrain_config with:
     output:
         "results/{dataset}/pretrain/run_config.json",
-    params:
-        resolved=lambda wc: PRETRAIN_CONFIGS[wc.dataset],
     log:
         "results/{dataset}/logs/run_config/pretrain.log",
+    params:
+        resolved=lambda wc: PRETRAIN_CONFIGS[wc.dataset],
 
 
 localrules:
@@ -38,17 +38,15 @@ rule pretrain:
     output:
         model="results/{dataset}/pretrain/seed{seed}/model.pt",
         log_csv="results/{dataset}/pretrain/seed{seed}/train_log.csv",
-    params:
-        runtime=runtime_args(),
     log:
         "results/{dataset}/logs/pretrain/seed{seed}.log",
     benchmark:
         "results/{dataset}/benchmarks/pretrain/seed{seed}.tsv"
     threads: RES["train_threads"]
     resources:
-        gpu=1,
-        mem_mb=RES["train_mem_mb"],
-        runtime=RES["train_runtime"],
+        **TRAIN_JOB,
+    params:
+        runtime=runtime_args(),
     shell:
         "rohydr pretrain --data {input.data} --run-config {input.run_config} --seed {wildcards.seed}"
         " --out {output.model} --log {output.log_csv} --threads {threads} {params.runtime} > {log} 2>&1"
@@ -63,18 +61,16 @@ rule train:
     output:
         model="results/{dataset}/{variant}/{protocol}/seed{seed}/model.pt",
         log_csv="results/{dataset}/{variant}/{protocol}/seed{seed}/train_log.csv",
-    params:
-        stage=lambda wc: "3" if is_sequential(wc) else "all",
-        runtime=runtime_args(),
     log:
         "results/{dataset}/logs/train/{variant}/{protocol}/seed{seed}.log",
     benchmark:
         "results/{dataset}/benchmarks/train/{variant}/{protocol}/seed{seed}.tsv"
     threads: RES["train_threads"]
     resources:
-        gpu=1,
-        mem_mb=RES["train_mem_mb"],
-        runtime=RES["train_runtime"],
+        **TRAIN_JOB,
+    params:
+        stage=lambda wc: "3" if is_sequential(wc) else "all",
+        runtime=runtime_args(),
     shell:
         "rohydr train --data {input.data} --run-config {input.run_config} --pretrained {input.pretrained}"
         " --masks {input.masks} --seed {wildcards.seed} --stage {params.stage}"
@@ -86,12 +82,12 @@ use rule train as train_stage with:
     output:
         model="results/{dataset}/{variant}/{protocol}/seed{seed}/stage{stage}/model.pt",
         log_csv="results/{dataset}/{variant}/{protocol}/seed{seed}/stage{stage}/train_log.csv",
+    log:
+        "results/{dataset}/logs/train/{variant}/{protocol}/seed{seed}_stage{stage}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/train/{variant}/{protocol}/seed{seed}_stage{stage}.tsv"
     wildcard_constraints:
         stage="1|2",
     params:
         stage=lambda wc: wc.stage,
         runtime=runtime_args(),
-    log:
-        "results/{dataset}/logs/train/{variant}/{protocol}/seed{seed}_stage{stage}.log",
-    benchmark:
-        "results/{dataset}/benchmarks/train/{variant}/{protocol}/seed{seed}_stage{stage}.tsv"

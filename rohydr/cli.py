@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-encoder", choices=("features", "bert"), default="features")
     p.add_argument("--bert", help="local BERT model directory (or $ROHYDR_BERT_DIR)")
     p.add_argument("--report", help="also write the validation report here")
+    p.add_argument("--validation", help="the report `rohydr validate` wrote for this pickle: used instead of "
+                                        "validating it again (a pickle changed since is refused)")
 
     p = sub.add_parser("describe", help="parameter count of each model component")
     p.add_argument("--preset", default="mosi")
@@ -178,9 +180,9 @@ def use_huge_pages() -> None:
     """Have PyTorch put CPU tensors of 2 MiB and more on transparent huge pages, unless the
     environment says otherwise; read once, at the first tensor allocation.
 
-    A training batch at the MOSI preset keeps about 0.43 GB live, but glibc's heap, fragmented by
-    thousands of blocks of a few MiB, held 1.4 GB more at the peak. With 2 MiB-aligned huge-page
-    blocks the process peaks at 1.25 GB instead of 2.18 GB, at no measurable cost in time.
+    A training batch's tensors are large blocks allocated and freed thousands of times; glibc's heap,
+    fragmented by them, then holds much more than is live at the peak. Blocks aligned to 2 MiB huge pages
+    do not fragment it that way (the README's performance notes give the measured peaks).
     """
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from helpers import pretrained_workspace, run_cli, tool_env, write_run_config
-from rohydr.core.config import FAITHFUL, build_run_config
+from rohydr.core.config import build_run_config
 from rohydr.core.runtime import Runtime
 from rohydr.core.vocabulary import GROUPS, TRAIN_LOG_COLUMNS
 from rohydr.data.dataset import FeatureStore
@@ -70,7 +70,7 @@ def _changed(model, before):
 
 @pytest.mark.parametrize("faithful", [True, False])
 def test_each_stage_updates_its_parameter_groups(workspace, faithful):
-    run_config = build_run_config("tiny", FAITHFUL) if faithful else build_run_config("tiny")
+    run_config = build_run_config("tiny", faithful=faithful)
     with FeatureStore(workspace["h5"]) as store:
         split = store.split("train")
         model = build_model(run_config, store.dims, store.length)

@@ -77,10 +77,10 @@ def keep_freed_memory() -> bool:
     """For inference: let glibc serve blocks below 1 GiB from its heap and keep freed pages mapped.
 
     By default glibc maps large blocks afresh and unmaps them on free, and trims its heap as soon as
-    32 MiB or more sit free at its top, so the DiT's attention weights (19 MB for a 128-row
-    evaluation batch, 38 MB for 256 rows) keep paying page faults on first touch: up to half the
-    time of some kernels. Training does not gain from it and its peak resident memory grows, so only
-    inference commands use it. A no-op off glibc. Returns whether the setting took effect.
+    32 MiB or more sit free at its top, so the DiT's attention weights (tens of MB per evaluation
+    batch) keep paying page faults on first touch, a large share of the time of some kernels. Training
+    does not gain from it and its peak resident memory grows, so only inference commands use it. A
+    no-op off glibc. Returns whether the setting took effect.
     """
     if not sys.platform.startswith("linux"):
         return False

@@ -26,7 +26,7 @@ from rohydr.core.errors import RohydrError
 from rohydr.core.io import atomic_path, ensure_free_space, write_text_atomic
 from rohydr.core.progress import progress
 from rohydr.core.vocabulary import SPLITS
-from rohydr.data.validate import FEATURE_KEYS, LABEL_KEY, id_strings, report_json, validate_file
+from rohydr.data.validate import FEATURE_KEYS, LABEL_KEY, id_strings, load_validated, report_json, validate_file
 
 WRITE_ROWS = 2048  # rows cast and written at once: bounds the extra memory to one block
 BERT_BATCH = 64
@@ -170,12 +170,14 @@ def _expected_size(report: dict, dims: list[int], lengths: list[int]) -> int:
     return int(1.05 * rows * per_row) + (1 << 20)
 
 
-def convert(pkl_path, out_h5, text_encoder: str = "features", bert_dir=None, report_path=None) -> dict:
-    """Validate `pkl_path` (loaded once) and write the HDF5 feature file `out_h5`; return the report."""
+def convert(pkl_path, out_h5, text_encoder: str = "features", bert_dir=None, report_path=None,
+            validation=None) -> dict:
+    """Validate `pkl_path` (loaded once; with `validation`, the report `rohydr validate` wrote for it) and
+    write the HDF5 feature file `out_h5`; return the report."""
     if text_encoder not in ("features", "bert"):
         raise RohydrError(f"unknown text encoder {text_encoder!r}: expected 'features' or 'bert'")
     encoder = BertEncoder(bert_dir) if text_encoder == "bert" else None  # fail fast before loading
-    data, report = validate_file(pkl_path)
+    data, report = load_validated(pkl_path, validation) if validation else validate_file(pkl_path)
     _check_encoder_fits(report, text_encoder, pkl_path)
     if encoder is not None:
         encoder.load()
@@ -207,5 +209,6 @@ def convert(pkl_path, out_h5, text_encoder: str = "features", bert_dir=None, rep
 
 
 def cli_convert(args: argparse.Namespace) -> int:
-    convert(args.pickle, args.out, text_encoder=args.text_encoder, bert_dir=args.bert, report_path=args.report)
+    convert(args.pickle, args.out, text_encoder=args.text_encoder, bert_dir=args.bert, report_path=args.report,
+            validation=args.validation)
     return 0

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from rohydr.core.errors import RohydrError
 from rohydr.core.io import read_hdf5
@@ -152,17 +151,3 @@ def _plain(value):
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-class FeatureDataset(Dataset):
-    """Samples of one split as (index, text, audio, vision, label), for a torch DataLoader."""
-
-    def __init__(self, tensors: SplitTensors):
-        self.tensors = tensors
-
-    def __len__(self) -> int:
-        return len(self.tensors)
-
-    def __getitem__(self, index: int):
-        t = self.tensors
-        return index, t.text[index], t.audio[index], t.vision[index], t.labels[index]

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
@@ -345,6 +346,21 @@ def validate_file(path, min_length: int = 1) -> tuple[dict, dict]:
     except MemoryError:
         raise RohydrError(f"{path}: ran out of memory while validating it (arrays larger than this machine "
                           "can check?)") from None
+
+
+def load_validated(path, report_path) -> tuple[dict, dict]:
+    """Load `path` once with the restricted unpickler and take its report from `report_path` (written by
+    `rohydr validate`) instead of validating it again; a pickle that changed since is refused."""
+    try:
+        report = json.loads(Path(report_path).read_text())
+        validated_sha256 = report["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise RohydrError(f"validation report {report_path}: not a report of rohydr validate ({error})") from None
+    data, sha256 = load_pickle_with_sha256(path)
+    if sha256 != validated_sha256:
+        raise RohydrError(f"{path} has changed since {report_path} validated it (sha256 {sha256[:12]}..., "
+                          f"validated {str(validated_sha256)[:12]}...): validate it again")
+    return data, report
 
 
 def report_json(report: dict) -> str:

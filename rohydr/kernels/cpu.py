@@ -6,7 +6,7 @@ kernels compute the same functions, each in one call whose data stays in the cac
 DiT's and the fusion network's, with or without the causal mask), LayerNorm + adaLN modulation, and
 tanh-GELU; the matrix products stay with PyTorch.
 
-They need an x86-64 CPU with AVX2 and FMA and a C++ compiler. The build (15-30 s, once per machine)
+They need an x86-64 CPU with AVX2 and FMA and a C++ compiler. The build (once per machine)
 goes to torch's extension folder ($TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions) and
 serves every later process. Without a working compiler, or when the build fails, one line on stderr
 says so and the failure is remembered in that folder (build_failed.txt), so later processes do not

@@ -7,7 +7,7 @@ those training timesteps, evenly spaced from the noisiest one down to 0:
 
 and its last update goes from t = 0 to alpha_cumprod_prev = 1, i.e. it returns the predicted x0.
 (The reference samples with a scheduler built for 50 training steps, whose alphas do not match the
-1000-step schedule its model was trained on; see method.md.)
+1000-step schedule its model was trained on; docs/method.md, "Departures from the reference code".)
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The losses of RoHyDR's three optimization stages (method.md), as pure functions of a forward Output.
+"""The losses of RoHyDR's three optimization stages (docs/method.md), pure functions of a forward Output.
 
 Stage 2 and the discriminator loss only concern rows with something missing; on a batch without such
 rows they return a zero that can still be back-propagated (it reaches no parameter).

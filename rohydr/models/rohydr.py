@@ -358,7 +358,7 @@ def recomputed_in_backward(fn):
     """fn, keeping only its inputs for backward and running it again there (activation checkpointing).
 
     For the generators' one-off calls under grad (the DiT's loss evaluation, the unimodal
-    reconstructor): their activations are 30 % of what a training batch keeps, and running them
+    reconstructor): their activations are a large share of what a training batch keeps, and running them
     again costs a few percent of the step. Both are free of randomness, so the recomputation is exact.
     """
     def run(*args):

@@ -1,4 +1,4 @@
-"""RoHyDR's multi-stage optimization (method.md), from the pretrained checkpoint.
+"""RoHyDR's multi-stage optimization (docs/method.md, "Optimisation"), from the pretrained checkpoint.
 
 On every batch with a missing modality, in order: stage 1 (unimodal recovery: diffusion and
 unimodal reconstructor), stage 2 (a discriminator step with its own optimizer, then the multimodal

@@ -118,7 +118,7 @@ def _run_config(dataset, run, protocol=None):
     entry = DATASETS[dataset]
     layers = (config["overrides"], entry["overrides"], TRAINED.get(run, {}), protocol_override(run, protocol))
     try:
-        resolved = build_run_config(entry["preset"], *layers)
+        resolved = build_run_config(entry["preset"], *layers, faithful=config["faithful"])
     except ValueError as error:
         where = f"run {run!r}" + (f", protocol {protocol!r}" if protocol else "")
         raise ValueError(f"config of dataset {dataset!r}, {where}: {error}") from None

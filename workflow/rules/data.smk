@@ -48,4 +48,4 @@ rule convert_hdf5:
     params:
         args=convert_args,
     shell:
-        "rohydr convert {input.pickle} {output} {params.args} > {log} 2>&1"
+        "rohydr convert {input.pickle} {output} --validation {input.validation} {params.args} > {log} 2>&1"

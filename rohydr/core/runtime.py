@@ -109,3 +109,21 @@ def peak_memory_mb(device: torch.device) -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# Draws on a generator's own device (or the default generator), moved to where they are used: the same
+# numbers whatever the device of the tensors they end up on.
+def random_normal(shape, generator: torch.Generator | None, device: torch.device,
+                  dtype: torch.dtype | None = None) -> torch.Tensor:
+    where = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=where).to(device=device, dtype=dtype)
+
+
+def random_uniform(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    where = generator.device if generator is not None else device
+    return torch.rand(n, generator=generator, device=where).to(device)
+
+
+def random_integers(high: int, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    where = generator.device if generator is not None else device
+    return torch.randint(0, high, (n,), generator=generator, device=where).to(device)

@@ -8,6 +8,7 @@ import numpy as np
 # One modality order everywhere in the project: text (l), audio (a), vision (v).
 MODALITIES = ("l", "a", "v")
 MODALITY_KEYS = {"l": "text", "a": "audio", "v": "vision"}
+FEATURE_KEYS = tuple(MODALITY_KEYS[m] for m in MODALITIES)  # the feature arrays of a split, in modality order
 SPLITS = ("train", "valid", "test")
 
 # The availability patterns, named by the modalities they keep; as (l, a, v) availability.

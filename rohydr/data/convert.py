@@ -25,8 +25,8 @@ from rohydr import __version__
 from rohydr.core.errors import RohydrError
 from rohydr.core.io import atomic_path, ensure_free_space, write_text_atomic
 from rohydr.core.progress import progress
-from rohydr.core.vocabulary import SPLITS
-from rohydr.data.validate import FEATURE_KEYS, LABEL_KEY, id_strings, load_validated, report_json, validate_file
+from rohydr.core.vocabulary import FEATURE_KEYS, SPLITS
+from rohydr.data.validate import LABEL_KEY, id_strings, load_validated, report_json, validate_file
 
 WRITE_ROWS = 2048  # rows cast and written at once: bounds the extra memory to one block
 BERT_BATCH = 64

@@ -14,9 +14,8 @@ import torch
 
 from rohydr.core.errors import RohydrError
 from rohydr.core.io import read_hdf5
-from rohydr.core.vocabulary import SPLITS
+from rohydr.core.vocabulary import FEATURE_KEYS, SPLITS
 
-FEATURE_KEYS = ("text", "audio", "vision")
 Features = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 

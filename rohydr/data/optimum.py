@@ -31,25 +31,12 @@ from scipy.special import ndtr
 
 from rohydr.core.io import atomic_path
 from rohydr.core.metrics import METRICS, score
-from rohydr.data.synthetic import (
-    AR_COEF,
-    CONTENT_DIMS,
-    FEATURE_NOISE,
-    FEATURE_SCALE,
-    GenerativeModel,
-    LATENT_NOISE,
-    MODALITY_NAMES,
-)
-
-# available modalities (text, audio, vision) per pattern, as in rohydr/data/masks.py
-PATTERNS = {"l": (True, False, False), "a": (False, True, False), "v": (False, False, True),
-            "la": (True, True, False), "lv": (True, False, True), "av": (False, True, True),
-            "complete": (True, True, True)}
-MISSING_PATTERNS = tuple(p for p in PATTERNS if p != "complete")
+from rohydr.core.vocabulary import FEATURE_KEYS, MISSING_PATTERNS, PATTERNS
+from rohydr.data.synthetic import AR_COEF, CONTENT_DIMS, FEATURE_NOISE, FEATURE_SCALE, GenerativeModel, LATENT_NOISE
 FILLS = ("conditional_mean", "zeros", "train_mean")  # what the complete-data predictor is fed
 GRID = np.arange(-9, 10) / 3.0  # the label values
 EDGES = (np.arange(-9, 9) + 0.5) / 3.0  # between consecutive GRID values
-AUDIO = MODALITY_NAMES.index("audio")
+AUDIO = FEATURE_KEYS.index("audio")
 # metric -> the prediction it is scored on
 DECISIONS = {
     "acc2_has0": "sign: +1 when P(label >= 0) >= 1/2, else -1",
@@ -104,14 +91,14 @@ class _Evidence:
     def __init__(self, model: GenerativeModel, split: dict):
         self.model = model
         self.words = split["text_bert"][:, 1].sum(axis=1).astype(np.int64)
-        self.geometry = [_geometry(model, m) for m in range(len(MODALITY_NAMES))]
-        audio = split[MODALITY_NAMES[AUDIO]]
+        self.geometry = [_geometry(model, m) for m in range(len(FEATURE_KEYS))]
+        audio = split[FEATURE_KEYS[AUDIO]]
         inf_steps = np.full(len(audio), -1)
         rows, steps = np.nonzero(np.isneginf(audio).any(axis=2))
         inf_steps[rows] = steps
         self.dropped = inf_steps  # the audio step left out per sample (-1: none)
         self._weights: dict = {}
-        self.observed = [self._observed(m, split[name]) for m, name in enumerate(MODALITY_NAMES)]
+        self.observed = [self._observed(m, split[name]) for m, name in enumerate(FEATURE_KEYS)]
 
     def weights(self, m: int, words: int, dropped: int) -> tuple[np.ndarray, np.ndarray]:
         key = (m, words, dropped)
@@ -219,7 +206,7 @@ class Optimum:
 
 def _train_mean(train: dict, m: int, chunk: int = 1024) -> np.ndarray:
     """Per-feature mean of modality m over the valid positions of the training split (-inf counted as 0)."""
-    features, valid = train[MODALITY_NAMES[m]], train["text_bert"][:, 1] > 0
+    features, valid = train[FEATURE_KEYS[m]], train["text_bert"][:, 1] > 0
     total = np.zeros(features.shape[2])
     for start in range(0, len(features), chunk):  # in chunks: a float64 copy of MOSEI's text would be GBs
         x = features[start:start + chunk][valid[start:start + chunk]].astype(np.float64)

@@ -27,11 +27,10 @@ import numpy as np
 
 from rohydr.core.errors import RohydrError
 from rohydr.core.io import atomic_path
-from rohydr.core.vocabulary import SPLITS
+from rohydr.core.vocabulary import FEATURE_KEYS, SPLITS
 
 DEFAULT_SIZES = (480, 120, 240)
 DIMS = {"mosi": (768, 5, 20), "mosei": (768, 74, 35)}  # text, audio, vision
-MODALITY_NAMES = ("text", "audio", "vision")
 
 SHARED_DIMS = 6  # z: factors shared by the modalities
 CONTENT_DIMS = 4  # c_m and u_m per modality
@@ -72,7 +71,7 @@ class GenerativeModel:
 def _structure() -> tuple[tuple[np.ndarray, ...], np.ndarray]:
     """The fixed mixing matrices A_m (orthonormal rows) and label weights b (3 CONTENT_DIMS)."""
     rng = np.random.default_rng(STRUCTURE_SEED)
-    mixing = tuple(np.linalg.qr(rng.standard_normal((SHARED_DIMS, CONTENT_DIMS)))[0].T for _ in MODALITY_NAMES)
+    mixing = tuple(np.linalg.qr(rng.standard_normal((SHARED_DIMS, CONTENT_DIMS)))[0].T for _ in FEATURE_KEYS)
     weights = np.concatenate([scale * rng.standard_normal(CONTENT_DIMS) / np.sqrt(CONTENT_DIMS)
                               for scale in LABEL_WEIGHT_SCALE])
     return mixing, weights
@@ -82,7 +81,7 @@ def _content_maps(redundancy: float) -> tuple[np.ndarray, ...]:
     mixing, _ = _structure()
     maps = []
     for m, a_m in enumerate(mixing):
-        private = np.zeros((CONTENT_DIMS, len(MODALITY_NAMES) * CONTENT_DIMS))
+        private = np.zeros((CONTENT_DIMS, len(FEATURE_KEYS) * CONTENT_DIMS))
         private[:, m * CONTENT_DIMS:(m + 1) * CONTENT_DIMS] = np.eye(CONTENT_DIMS)
         maps.append(np.concatenate([np.sqrt(redundancy) * a_m, np.sqrt(1 - redundancy) * private], axis=1))
     return tuple(maps)
@@ -213,7 +212,7 @@ def _make_split(rng: np.random.Generator, n: int, length: int, model: Generative
     theta, raw_labels = _latents(rng, n, model)
     labels = _round_to_grid(raw_labels)
     split_data: dict = {}
-    for m, name in enumerate(MODALITY_NAMES):
+    for m, name in enumerate(FEATURE_KEYS):
         content = (theta @ model.content_maps[m].T).astype(np.float32)
         split_data[name] = _modality_features(rng, content, words, length, m, model.projections[m])
     _add_audio_infs(rng, split_data["audio"], words)

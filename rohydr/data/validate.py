@@ -16,7 +16,7 @@ import numpy as np
 
 from rohydr.core.errors import RohydrError
 from rohydr.core.io import sha256_file, write_text_atomic
-from rohydr.core.vocabulary import SPLITS
+from rohydr.core.vocabulary import FEATURE_KEYS, SPLITS
 from rohydr.data.safe_pickle import load_pickle_with_sha256
 
 RELEASED_SHA256 = {
@@ -25,7 +25,6 @@ RELEASED_SHA256 = {
     "45eccfb748a87c80ecab9bfac29582e7b1466bf6605ff29d3b338a75120bf791": "MOSEI aligned_50.pkl",
     "ad8b23d50557045e7d47959ce6c5b955d8d983f2979c7d9b7b9226f6dd6fec1f": "MOSEI unaligned_50.pkl",
 }
-FEATURE_KEYS = ("text", "audio", "vision")
 LABEL_KEY = "regression_labels"
 PER_SAMPLE_KEYS = ("text", "text_bert", "audio", "vision", LABEL_KEY, "classification_labels",
                    "raw_text", "id", "annotations", "audio_lengths", "vision_lengths")

@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rohydr.core.runtime import random_integers, random_normal
+
 # eps_model(x_t (B, T, d), t (B,) long, cond) -> predicted noise (B, T, d); `cond` is passed through.
 EpsModel = Callable[[torch.Tensor, torch.Tensor, object], torch.Tensor]
 
@@ -47,8 +49,8 @@ class NoiseSchedule(nn.Module):
                   reduction: str = "mean") -> torch.Tensor:
         """Epsilon-prediction MSE at t ~ U{0, ..., train_steps - 1}; reduction "none" gives one value per row."""
         n = x0.shape[0]
-        t = _randint(self.train_steps, n, generator, x0.device)
-        noise = _randn(x0.shape, generator, x0.device, x0.dtype)
+        t = random_integers(self.train_steps, n, generator, x0.device)
+        noise = random_normal(x0.shape, generator, x0.device, x0.dtype)
         predicted = eps_model(self.q_sample(x0, t, noise), t, cond)
         per_row = F.mse_loss(predicted.float(), noise.float(), reduction="none").flatten(1).mean(dim=1)
         if reduction == "none":
@@ -90,13 +92,3 @@ class NoiseSchedule(nn.Module):
                 x0_hat = ((x - (1 - abar_t) ** 0.5 * eps) / abar_t ** 0.5).clamp(-clip_x0, clip_x0)
                 x = abar_prev ** 0.5 * x0_hat + (1 - abar_prev) ** 0.5 * eps
         return x
-
-
-def _randint(high: int, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    where = generator.device if generator is not None else device
-    return torch.randint(0, high, (n,), generator=generator, device=where).to(device)
-
-
-def _randn(shape, generator: torch.Generator | None, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    where = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=where).to(device=device, dtype=dtype)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from rohydr.core.config import ModelConfig
+from rohydr.core.runtime import random_normal
 from rohydr.core.vocabulary import COMPLETE_CODE, GROUPS, MODALITIES, PATTERN_BITS
 from rohydr.models.condition_mixer import condition, make_mixers
 from rohydr.models.discriminator import Discriminator
@@ -264,7 +265,7 @@ class RoHyDR(nn.Module):
         diffusion_rows = reconstruction_rows = None
         if cfg.use_diffusion:
             if start is None:
-                start = _randn(cond.shape, generator, cond.device)
+                start = random_normal(cond.shape, generator, cond.device)
             sample, diffusion_rows = self._diffuse(m, cond, start, target, generator, steps)
         else:
             sample = cond  # no diffusion: the reconstructor maps the condition itself
@@ -366,8 +367,3 @@ def recomputed_in_backward(fn):
             return fn(*args)
         return checkpoint(fn, *args, use_reentrant=False)
     return run
-
-
-def _randn(shape, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    where = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=where).to(device)

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rohydr.core.runtime import random_normal, random_uniform
 from rohydr.models.fusion import TransformerEncoder
 
 
@@ -133,8 +134,8 @@ def score_matching_loss(score_model, sde: VESDE, x0: torch.Tensor, cond: torch.T
     t ~ U(eps, 1), x_t = x0 + std(t) z. IMDer sums over (T, d); the mean keeps the loss's scale independent
     of the sequence size, like the DDPM loss (docs/method.md)."""
     n = x0.shape[0]
-    t = _uniform(n, generator, x0.device) * (1 - eps) + eps
-    z = _normal(x0.shape, generator, x0.device, x0.dtype)
+    t = random_uniform(n, generator, x0.device) * (1 - eps) + eps
+    z = random_normal(x0.shape, generator, x0.device, x0.dtype)
     std = sde.marginal_std(t)[:, None, None]
     score = score_model(x0 + std * z, t, cond)
     return (score.float() * std + z.float()).pow(2).flatten(1).mean(dim=1)
@@ -181,13 +182,3 @@ def _langevin(score_model, x, t_row, cond, z, snr: float) -> torch.Tensor:
     noise_norm = z[0].numel() ** 0.5  # the expected norm of a standard normal row
     step = (2 * (snr * noise_norm / score_norm) ** 2)[:, None, None]
     return x + step * score + (2 * step).sqrt() * z
-
-
-def _uniform(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    where = generator.device if generator is not None else device
-    return torch.rand(n, generator=generator, device=where).to(device)
-
-
-def _normal(shape, generator: torch.Generator | None, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    where = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=where).to(device=device, dtype=dtype)

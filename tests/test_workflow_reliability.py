@@ -50,7 +50,7 @@ def run_config(folder: Path, data_seed: int) -> Path:
                                                  "length": 12},
                                    "preset": "tiny", "literature": "none",
                                    "overrides": {"train": {"max_epochs": 25, "early_stop": 25}}}},
-        "seeds": [1], "variants": {"rohydr": {}}, "baselines": {}, "ablation": ["rohydr"],
+        "seeds": [1], "variants": {"rohydr": {}}, "baselines": {}, "ablation": ["rohydr"], "comparison": ["rohydr"],
         "protocols": {"all_patterns": {"runs": ["rohydr"]}, "per_mr": {"runs": []}},
     }))
     return path

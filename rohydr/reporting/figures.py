@@ -2,7 +2,7 @@
 
 - mr_curves:         Acc-2 and F1 (non-0) against the nominal missing rate (0 = complete), one row per
                      metric; left the main variant against the baselines and the quoted literature
-                     (dashed, hollow markers, "(paper)"), right against the other variants (ablations).
+                     (dashed, hollow markers, "(paper)"), right against the other variants (ablations, peers).
                      The main variant has a ± std band, the others ± std error bars;
 - training_curves:   per-stage losses, per-stage gradient norms of each parameter group (log scale),
                      validation Acc-2 of the main variant, and validation Acc-2 / L1 of every variant;
@@ -190,7 +190,7 @@ def mr_panels(look: Look, runs: list[str], has_literature: bool) -> list[tuple[s
         panels.append((f"{name}vs baselines" + (" and literature" if has_literature else ""),
                        main + others["baseline"]))
     if others["variant"]:
-        panels.append((f"{name}vs the other variants (ablations)", main + others["variant"]))
+        panels.append((f"{name}vs the other variants (ablations, peers)", main + others["variant"]))
     return panels
 
 

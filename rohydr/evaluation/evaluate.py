@@ -19,7 +19,7 @@ from rohydr.core.progress import progress
 from rohydr.core.runtime import Runtime
 from rohydr.core.vocabulary import MODALITIES, PATTERNS, pattern_codes
 from rohydr.data.dataset import FeatureStore
-from rohydr.data.masks import load_masks, realized_missing_rate
+from rohydr.data.masks import load_masks, pattern_mask, realized_missing_rate
 from rohydr.models.checkpoint import check_data_matches, load_model
 from rohydr.models.predict import Predictions, predict
 from rohydr.training.pretrain import complete_predictions
@@ -32,7 +32,7 @@ def iter_pattern_predictions(model, split, seed: int, runtime: Runtime, patterns
     features serve the rest."""
     n, truth = len(split), None
     for name in progress(patterns, "evaluate: availability patterns", every_s=0):
-        avail = np.tile(np.array(PATTERNS[name], dtype=bool), (n, 1))
+        avail = pattern_mask(name, n)
         predictions = predict(model, split, avail, seed, EVAL_BATCH, runtime, fused_truth=truth)
         truth = predictions.fused_truth
         yield name, predictions

@@ -30,7 +30,7 @@ from torch.utils.checkpoint import checkpoint
 
 from rohydr.core.config import ModelConfig
 from rohydr.core.runtime import random_normal
-from rohydr.core.vocabulary import COMPLETE_CODE, GROUPS, MODALITIES, PATTERN_BITS
+from rohydr.core.vocabulary import COMPLETE_CODE, GROUPS, MODALITIES, PATTERN_BITS, pattern_codes
 from rohydr.models.condition_mixer import condition, make_mixers
 from rohydr.models.discriminator import Discriminator
 from rohydr.models.dit import DiT1d
@@ -232,7 +232,7 @@ class RoHyDR(nn.Module):
         avail = torch.as_tensor(avail).detach().cpu()
         if avail.shape != (batch, len(MODALITIES)):
             raise ValueError(f"avail has shape {tuple(avail.shape)}; expected ({batch}, {len(MODALITIES)})")
-        codes = (avail.bool().long() * torch.tensor(PATTERN_BITS)).sum(dim=1)
+        codes = torch.from_numpy(pattern_codes(avail.numpy()))
         if (codes == 0).any():
             rows = torch.nonzero(codes == 0).squeeze(1)[:5].tolist()
             raise ValueError(f"rows {rows} have no available modality; every row needs at least one")

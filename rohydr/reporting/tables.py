@@ -458,14 +458,16 @@ def compared_runs(requested: list[str], runs: list[str], methods: Methods, optio
 
 
 def compared_rows(ctx: Context, requested: list[str], long: pd.DataFrame, columns: list[Column],
-                  deltas: list[Column], option: str) -> list[Row]:
-    """One row per compared all-pattern run (then the baselines), with each delta column's paired
-    difference of Acc-2 to the first row."""
+                  delta_conditions: dict[str, str], option: str) -> tuple[list[Row], list[Column]]:
+    """One row per compared all-pattern run (then the baselines), and the delta columns (label ->
+    condition): each row's paired difference of Acc-2 to the first row."""
     trained = [run for run in ctx.runs if ALL_PATTERNS in ctx.cells.protocols(run)]
     names = compared_runs(requested, [r for r in ctx.runs if r in trained or ctx.methods.role(r) == "baseline"],
                           ctx.methods, option)
     by_run = {source[0]: (label, block, source) for label, block, source in ctx.sources((ALL_PATTERNS, COMPLETE_DATA))}
     reference = by_run[names[0]][2]
+    deltas = [Column(f"Δ Acc-2 vs {ctx.methods.label(names[0])}", label, condition, "delta_acc2_non0")
+              for label, condition in delta_conditions.items()]
     rows = []
     for name in names:
         label, block, source = by_run[name]
@@ -476,14 +478,10 @@ def compared_rows(ctx: Context, requested: list[str], long: pd.DataFrame, column
             elif (delta := paired_delta(ctx, long, source, reference, column.condition, PAIR[0])) is not None:
                 row.cells[column] = delta
         rows.append(row)
-    return rows
+    return rows, deltas
 
 
-def delta_columns(ctx: Context, reference: str, conditions: dict[str, str]) -> list[Column]:
-    return [Column(f"Δ Acc-2 vs {ctx.methods.label(reference)}", label, condition, "delta_acc2_non0")
-            for label, condition in conditions.items()]
-
-
+DELTA_CONDITIONS = {"patterns": "avg_patterns", "MR": "avg_mr"}
 DELTA_NOTE = ("Δ: Acc-2 (non-0) difference to the first row in percentage points, paired by seed (and by test row "
               "for the interval).")
 
@@ -491,9 +489,7 @@ DELTA_NOTE = ("Δ: Acc-2 (non-0) difference to the first row in percentage point
 def ablation_table(ctx: Context, requested: list[str], long: pd.DataFrame) -> Table:
     columns = [*pair_columns("Avg. patterns", "avg_patterns"), *pair_columns("Avg. MR", "avg_mr"),
                *pair_columns("Complete", "complete"), Column("MAE", "patterns", "avg_patterns", "mae")]
-    reference = (requested or ctx.runs)[0]
-    deltas = delta_columns(ctx, reference, {"patterns": "avg_patterns", "MR": "avg_mr"})
-    rows = compared_rows(ctx, requested, long, columns, deltas, "ablation")
+    rows, deltas = compared_rows(ctx, requested, long, columns, DELTA_CONDITIONS, "ablation")
     title = f"Ablation, {ctx.dataset}: Acc-2 and F1 (non-0) in %, MAE, {seeds_phrase(rows)}"
     notes = [DELTA_NOTE + " One model per seed trained and selected on every availability pattern."]
     return Table("ablation", title, [*columns, *deltas], rows, table_notes(ctx, rows, notes))
@@ -503,9 +499,8 @@ def comparison_table(ctx: Context, requested: list[str], long: pd.DataFrame) -> 
     """The compared methods (RoHyDR, its peers) on every missing pattern, with the bounds."""
     columns = [*(Column(PATTERN_HEADERS[p], "Acc-2", p, PAIR[0]) for p in MISSING_PATTERNS),
                *pair_columns("Avg. patterns", "avg_patterns"), Column("Avg. MR", "Acc-2", "avg_mr", PAIR[0])]
-    reference = (requested or ctx.runs)[0]
-    deltas = delta_columns(ctx, reference, {"patterns": "avg_patterns", "MR": "avg_mr"})
-    rows = [row for row in compared_rows(ctx, requested, long, columns, deltas, "comparison") if row.cells]
+    rows, deltas = compared_rows(ctx, requested, long, columns, DELTA_CONDITIONS, "comparison")
+    rows = [row for row in rows if row.cells]
     rows += rows_of(ctx, ctx.optimum_sources(), columns)
     title = f"Comparison, {ctx.dataset}: Acc-2 and F1 (non-0) in %, {seeds_phrase(rows)}"
     notes = ["Every method on the same data, pretrained backbone, saved masks and seeds; one model per seed trained "

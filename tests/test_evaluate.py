@@ -8,7 +8,7 @@ import pytest
 from helpers import make_features, make_masks, run_cli, write_run_config
 from rohydr.core.metrics import score
 from rohydr.core.runtime import Runtime
-from rohydr.core.vocabulary import CONDITIONS
+from rohydr.core.vocabulary import CONDITIONS, TRAINING_CONDITION, TRAINING_METRICS
 from rohydr.data.dataset import FeatureStore
 from rohydr.data.masks import load_masks
 from rohydr.models.checkpoint import load_model
@@ -39,7 +39,10 @@ def evaluate(trained, model, name):
 
 def test_every_condition_and_metric(trained):
     table = evaluate(trained, "model.pt", "eval")
-    assert list(dict.fromkeys(table.condition)) == list(CONDITIONS)
+    assert list(dict.fromkeys(table.condition)) == [*CONDITIONS, TRAINING_CONDITION]
+    training = table[table.condition == TRAINING_CONDITION].set_index("metric").value
+    assert set(training.index) == set(TRAINING_METRICS) and training["converged"] in (0, 1)
+    table = table[table.condition != TRAINING_CONDITION]
     for metric in ("acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "acc5", "acc7", "mae", "corr", "missing_rate"):
         assert set(table[table.metric == metric].condition) == set(CONDITIONS), metric
     rate = table[(table.condition == "mr0.7") & (table.metric == "missing_rate")].value.item()
@@ -73,5 +76,5 @@ def test_condition_scores_match_a_direct_run(trained):
 
 def test_complete_baseline_scores_complete_only(trained):
     table = evaluate(trained, "pretrain.pt", "complete")
-    assert set(table.condition) == {"complete"}
+    assert set(table.condition) == {"complete", TRAINING_CONDITION}
     assert np.isfinite(table.value).all()

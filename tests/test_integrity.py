@@ -125,7 +125,7 @@ def test_checkpoints_that_are_not_ours_or_incomplete(trained, tmp_path):
     torch.save(torch.zeros(3), tmp_path / "tensor.pt")
     save_checkpoint(tmp_path / "partial.pt", {"kind": "train", "run_config": {}, "dims": [768, 5, 20]})
     cases = {"text.pt": "is corrupt or not a rohydr checkpoint", "tensor.pt": "expected format",
-             "partial.pt": "lacks key(s) ['length', 'state_dict', 'seed', 'stage']"}
+             "partial.pt": "lacks key(s) ['length', 'state_dict', 'seed', 'stage', 'convergence']"}
     for name, fragment in cases.items():
         assert_clean_failure(evaluate(trained, tmp_path / name, tmp_path), name, fragment,
                              outputs=[tmp_path / "eval.csv"])

@@ -17,6 +17,7 @@ from rohydr.core.runtime import Runtime
 from rohydr.core.vocabulary import GROUPS, TRAIN_LOG_COLUMNS
 from rohydr.data.dataset import FeatureStore
 from rohydr.models.checkpoint import build_model, load_checkpoint
+from rohydr.training.loop import EpochLoop
 from rohydr.training.train import StageRunner
 
 FAST = {"pretrain": {"max_epochs": 2}, "train": {"max_epochs": 2, "batch_size": 16}}
@@ -108,8 +109,8 @@ def test_shared_forward_applies_every_stage(workspace):
 
 
 def test_killed_and_resumed_run_equals_uninterrupted(workspace, tmp_path):
-    run_config = write_run_config(tmp_path / "rc.json", "tiny",
-                                  {"train": {"max_epochs": 4, "early_stop": 10, "batch_size": 4}})
+    run_config = write_run_config(tmp_path / "rc.json", "tiny", {"train": {
+        "max_epochs": 4, "early_stop": 10, "batch_size": 4, "generator_epochs": 1}})  # resumed across the phases
     run_cli(*train_args(workspace, tmp_path / "full.pt", tmp_path / "full.csv", run_config))
 
     log = tmp_path / "killed.csv"
@@ -219,3 +220,44 @@ def test_bench_covers_the_score_sde_generator_and_imder_joint_step(workspace, tm
     figures = json.loads(out.read_text())
     assert figures["overrides"][0]["model"]["generator"] == "score_sde"
     assert set(figures["seconds_per_batch"]) == {"joint", "total"} and figures["eval_seconds"] > 0
+
+
+def test_generator_stage_ends_on_its_criterion_before_the_stages(workspace, tmp_path):
+    run_config = write_run_config(tmp_path / "rc.json", "tiny", FAST,
+                                  {"train": {"generator_epochs": 6, "generator_early_stop": 1}})
+    run_cli(*train_args(workspace, tmp_path / "model.pt", tmp_path / "log.csv", run_config))
+    rows = read_log(tmp_path / "log.csv")
+    phases = [row["phase"] for row in rows]
+    stage_epochs = phases.count("generators")
+    assert 1 <= stage_epochs <= 6 and phases == ["generators"] * stage_epochs + ["stages"] * 2
+    losses = [float(row["val_generator_loss"]) for row in rows[:stage_epochs]]
+    assert stage_epochs == 6 or losses[-1] >= min(losses[:-1])  # ended by patience 1: no better value
+    assert all(row["stage1_loss"] != "" and row["stage3_loss"] == "" for row in rows[:stage_epochs])
+    assert all(row["stage3_loss"] != "" and row["val_l1"] != "" for row in rows[stage_epochs:])
+    record = load_checkpoint(tmp_path / "model.pt")["convergence"][-1]
+    assert record["generator_stage_epochs"] == stage_epochs and record["epochs"] == stage_epochs + 2
+    assert record["converged"] is False and rows[-1]["converged"] == "0"  # 2 epochs: still improving
+
+
+def scripted_loop(tmp_path, values, max_epochs, early_stop):
+    """An EpochLoop whose validation returns `values` in turn (a real loop, log and checkpoint state)."""
+    model = torch.nn.Linear(2, 1)
+    returned = iter(values)
+    return EpochLoop(model=model, optimizers={"main": torch.optim.SGD(model.parameters(), lr=0.1)}, scheduler=None,
+                     train_epoch=lambda epoch: {}, validate=lambda: {"val_l1": next(returned)}, monitor="val_l1",
+                     max_epochs=max_epochs, early_stop=early_stop, seed=1, log_path=tmp_path / "log.csv",
+                     columns=["epoch", "phase", "val_l1", "converged"], progress=False, fingerprint={})
+
+
+@pytest.mark.parametrize("values, converged, epochs", [
+    ([1.0, 0.9, 0.95, 0.97, 0.99, 0.8], True, 4),  # stops at epoch 4: two epochs without a better value
+    ([1.0, 0.9, 0.8, 0.7, 0.6, 0.5], False, 6),  # still improving at max_epochs
+    ([1.0, 0.9, 0.8, 0.7, 0.6, 0.6], False, 6),  # best at 5, max_epochs at 6: patience not used up
+])
+def test_convergence_is_early_stopping_not_max_epochs(tmp_path, capsys, values, converged, epochs):
+    loop = scripted_loop(tmp_path, values, max_epochs=6, early_stop=2)
+    loop.run()
+    assert loop.convergence["converged"] is converged and loop.convergence["epochs"] == epochs
+    rows = read_log(tmp_path / "log.csv")
+    assert [row["converged"] for row in rows] == [""] * (epochs - 1) + [str(int(converged))]
+    assert ("not converged: reached max_epochs" in capsys.readouterr().out) is not converged

@@ -175,9 +175,12 @@ class TrainConfig(_Section):
     freeze_extractor: bool = True
     # lr of the generators (diffusion and unimodal reconstructor); None: lr
     generator_lr: Positive | None = None
-    # epochs of stage 1 alone (the generators) before the stages run together; they neither select the
-    # model nor count for early stopping
+    # The generator stage (0: none): at most this many epochs of stage 1 alone (diffusion and unimodal
+    # reconstructor) on every training row, each missing one of the six patterns, before the stages run
+    # together; it ends after generator_early_stop epochs without a lower validation generator loss and
+    # neither selects the model nor steps the learning-rate schedule.
     generator_epochs: NonNegativeInt = 0
+    generator_early_stop: Count = 3
     # Which samples miss what during training (the validation masks follow the same protocol):
     # per_sample at train_mr (IMDer's protocol), per_batch at train_mr (the reference's draw), or
     # all_patterns: every sample one of the availability patterns, in the shares of pattern_weights.
@@ -247,8 +250,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "disc_hidden1": 32, "disc_hidden2": 16,
                   "text_dropout": 0.1, "attn_dropout": 0.1, "attn_dropout_a": 0.1, "attn_dropout_v": 0.1,
                   "relu_dropout": 0.1, "res_dropout": 0.1, "embed_dropout": 0.1, "output_dropout": 0.1},
-        "pretrain": {"max_epochs": 20, "early_stop": 4},
-        "train": {"max_epochs": 10, "early_stop": 4, "plateau_patience": 2},
+        # max_epochs: a ceiling that early stopping (patience early_stop) reaches first on the default
+        "pretrain": {"max_epochs": 40, "early_stop": 4},
+        "train": {"max_epochs": 30, "early_stop": 4, "plateau_patience": 2},
     },
     "tiny": {
         "model": {"d": 8, "heads": 2, "nlevels": 1, "memory_min_layers": 1,

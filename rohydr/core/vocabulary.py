@@ -50,7 +50,13 @@ GROUPS = ("extractor", "diffusion", "unimodal_reconstructor", "fusion", "multimo
 GRAD_STAGES = ("stage1", "stage2", "stage3", "joint")
 LOSS_COLUMNS = ["stage1_loss", "stage1_diffusion", "stage1_reconstruction", "disc_loss", "stage2_loss",
                 "stage2_adversarial", "stage2_l1", "stage3_loss", "joint_loss"]
-VALID_COLUMNS = ["val_l1", "val_acc2", "val_f1", "val_recon_mse", "val_fusion_l1"]
-TRAIN_LOG_COLUMNS = (["epoch", "wall_s", "lr"] + LOSS_COLUMNS
-                     + [f"gradnorm_{stage}_{group}" for stage in GRAD_STAGES for group in GROUPS] + VALID_COLUMNS)
-PRETRAIN_LOG_COLUMNS = ["epoch", "wall_s", "lr", "train_l1", "val_l1", "val_acc2", "val_f1"]
+VALID_COLUMNS = ["val_l1", "val_acc2", "val_f1", "val_recon_mse", "val_fusion_l1", "val_generator_loss"]
+TRAIN_LOG_COLUMNS = (["epoch", "phase", "wall_s", "lr"] + LOSS_COLUMNS
+                     + [f"gradnorm_{stage}_{group}" for stage in GRAD_STAGES for group in GROUPS] + VALID_COLUMNS
+                     + ["converged"])
+PRETRAIN_LOG_COLUMNS = ["epoch", "phase", "wall_s", "lr", "train_l1", "val_l1", "val_acc2", "val_f1", "converged"]
+# eval.csv rows of a model's training (condition TRAINING_CONDITION): converged (1: stopped by its early-stopping
+# criterion in every training it went through, 0: at least one reached max_epochs still improving) and the
+# epochs it trained (summed over those trainings).
+TRAINING_CONDITION = "training"
+TRAINING_METRICS = ("converged", "epochs")

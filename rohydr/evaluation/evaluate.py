@@ -17,7 +17,7 @@ from rohydr.core.io import atomic_path, sha256_file
 from rohydr.core.metrics import score
 from rohydr.core.progress import progress
 from rohydr.core.runtime import Runtime
-from rohydr.core.vocabulary import MODALITIES, PATTERNS, pattern_codes
+from rohydr.core.vocabulary import MODALITIES, PATTERNS, TRAINING_CONDITION, pattern_codes
 from rohydr.data.dataset import FeatureStore
 from rohydr.data.masks import load_masks, pattern_mask, realized_missing_rate
 from rohydr.models.checkpoint import check_data_matches, load_model
@@ -70,6 +70,13 @@ def condition_rows(condition: str, avail: np.ndarray, by_pattern: dict[str, Pred
     return out
 
 
+def training_rows(payload: dict) -> list[tuple]:
+    """Whether every training behind the model stopped on its early-stopping criterion, and its epochs."""
+    trainings = payload["convergence"]
+    return [(TRAINING_CONDITION, "converged", float(all(t["converged"] for t in trainings))),
+            (TRAINING_CONDITION, "epochs", float(sum(t["epochs"] for t in trainings)))]
+
+
 def write_predictions(path: str, ids, labels, by_pattern: dict[str, Predictions]) -> None:
     frames = []
     for name, predictions in by_pattern.items():
@@ -115,7 +122,7 @@ def evaluate(data: str, model_path: str, masks_path: str, seed: int, split_name:
         except NonFiniteError as error:  # score() refuses them; say which model and condition
             raise NonFiniteError(f"model {model_path}, condition {condition!r} ({split_name} split): {error} "
                                  "(a diverged or damaged model)") from None
-    table = pd.DataFrame(rows, columns=["condition", "metric", "value"])
+    table = pd.DataFrame(rows + training_rows(payload), columns=["condition", "metric", "value"])
     write_predictions(predictions_path, split.ids, labels, by_pattern)
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")

@@ -15,8 +15,8 @@ from rohydr.core.io import atomic_path
 
 FORMAT = "rohydr-checkpoint-2"  # 2: with a digest of the whole payload
 REQUIRED_KEYS = {
-    "pretrain": ("run_config", "dims", "length", "state_dict", "seed"),
-    "train": ("run_config", "dims", "length", "state_dict", "seed", "stage"),
+    "pretrain": ("run_config", "dims", "length", "state_dict", "seed", "convergence"),
+    "train": ("run_config", "dims", "length", "state_dict", "seed", "stage", "convergence"),
     "resume": ("fingerprint", "epoch", "model", "optimizers", "rows", "best_weights"),
 }
 

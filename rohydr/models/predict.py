@@ -39,7 +39,7 @@ def split_noise(seed: int, avail: np.ndarray, shape: tuple[int, int]) -> torch.T
 class Predictions:
     y_rec: np.ndarray  # (N,) recovered-branch prediction
     rec_mse: np.ndarray  # (N, 3) MSE of recovered vs true extracted features; NaN where available
-    rec_cos: np.ndarray  # (N, 3) cosine similarity, same layout
+    rec_cos: np.ndarray  # (N, 3) cosine similarity centred on the training mean, same layout
     fusion_l1: np.ndarray  # (N,) L1 of the recovered fused vector (after MR) vs the true one; NaN if complete
     fused_truth: torch.Tensor | None = None  # (N, 6d) f_gt: the true features fused, the same under every pattern
 
@@ -83,7 +83,11 @@ def predict(model, split, avail: np.ndarray, seed: int, batch_size: int, runtime
             true = out.feats[slot][rows].float()
             recovered = recovered.float()
             mse = (recovered - true).pow(2).mean(dim=(1, 2))
-            cos = torch.nn.functional.cosine_similarity(recovered.flatten(1), true.flatten(1), dim=1)
+            # centred on the training mean: an uncentred cosine credits a recovery for the mean it shares with
+            # every row, so a generator that ignores its condition would score as recovering
+            centre = model.statistics.sequence_mean[slot].float()
+            cos = torch.nn.functional.cosine_similarity((recovered - centre).flatten(1), (true - centre).flatten(1),
+                                                        dim=1)
             rows_np = index[rows.cpu()].numpy()
             rec_mse[rows_np, slot] = mse.cpu().numpy()
             rec_cos[rows_np, slot] = cos.cpu().numpy()

@@ -6,7 +6,7 @@
                      The main variant has a ± std band, the others ± std error bars;
 - training_curves:   per-stage losses, per-stage gradient norms of each parameter group (log scale),
                      validation Acc-2 of the main variant, and validation Acc-2 / L1 of every variant;
-- recovery_quality:  MSE and cosine similarity of recovered vs true features, per recovered modality and
+- recovery_quality:  MSE and centred cosine similarity of recovered vs true features, per recovered modality and
                      missing pattern: one point per method with its ± std interval over seeds.
 Which run is the main variant, which are baselines and their display names come from the command line
 (rohydr/reporting/methods.py), as do the colours: one per method, the same in every figure. Paths give
@@ -73,6 +73,10 @@ GROUP_DASHES = ("-", "--", "-.", ":")
 PAIR_LABELS = {"acc2_non0": "Acc-2 (non-0) [%]", "f1_non0": "F1 (non-0) [%]"}
 
 
+BASELINE_MARKERS = ("s", "^", "D", "v", "P")
+BASELINE_DASHES = ("--", "-.", ":", (0, (5, 1, 1, 1)), (0, (1, 2)))
+
+
 @dataclass(frozen=True)
 class Look:
     """The methods of one `rohydr plots` call and their colours, shared by its figures."""
@@ -84,7 +88,18 @@ class Look:
 
     def line(self, run: str) -> dict:
         main = self.methods.role(run) == "main"
-        return {"color": self.colors[run], "linewidth": 2.2 if main else 1.3, "zorder": 5 if main else 3}
+        return {"color": self.colors[run], "linewidth": 2.2 if main else 1.3, "zorder": 5 if main else 3,
+                "linestyle": BASELINE_DASHES[self._baseline_index(run) % len(BASELINE_DASHES)]
+                if self._baseline_index(run) is not None else "-"}
+
+    def marker(self, run: str) -> str:
+        """Baselines (greys) are told apart by marker and line style as well as by colour."""
+        index = self._baseline_index(run)
+        return "o" if index is None else BASELINE_MARKERS[index % len(BASELINE_MARKERS)]
+
+    def _baseline_index(self, run: str) -> int | None:
+        baselines = [r for r in self.colors if self.methods.role(r) == "baseline"]
+        return baselines.index(run) if run in baselines else None
 
 
 def component_colors(names) -> dict[str, tuple]:
@@ -161,15 +176,15 @@ def draw_run(ax, look: Look, run: str, curve: pd.DataFrame, offset: float, sprea
                     color=style["color"], label=f"{look.label(run)}: MR 0 only (dotted: its level)")
         return
     if look.methods.role(run) == "main":
-        ax.plot(curve.x, curve["mean"], marker="o", label=look.label(run), **style)
+        ax.plot(curve.x, curve["mean"], marker=look.marker(run), label=look.label(run), **style)
         ax.fill_between(curve.x, curve["mean"] - std, curve["mean"] + std, color=style["color"], alpha=0.18,
                         linewidth=0)
         return
     if spread:
-        ax.errorbar(curve.x + offset, curve["mean"], yerr=std, marker="o", capsize=2, elinewidth=0.8,
+        ax.errorbar(curve.x + offset, curve["mean"], yerr=std, marker=look.marker(run), capsize=2, elinewidth=0.8,
                     label=look.label(run), **style)
     else:
-        ax.plot(curve.x, curve["mean"], marker="o", markersize=3, label=look.label(run), **style)
+        ax.plot(curve.x, curve["mean"], marker=look.marker(run), markersize=3, label=look.label(run), **style)
 
 
 def draw_literature(ax, quoted: pd.DataFrame, colors: dict) -> None:
@@ -399,7 +414,7 @@ def validation_row(subfig, logs: pd.DataFrame, main: str, ncols: int, look: Look
 
 # ----------------------------------------------------------------------------- recovery quality
 
-REC_KINDS = {"mse": "MSE to true features", "cos": "cosine similarity to true features"}
+REC_KINDS = {"mse": "MSE to true features", "cos": "centred cosine to true features"}
 
 
 def recovery_quality(long: pd.DataFrame, dataset: str, out_dir: Path, look: Look) -> list[Path]:
@@ -419,7 +434,8 @@ def recovery_quality(long: pd.DataFrame, dataset: str, out_dir: Path, look: Look
             for offset, run in zip(offsets, runs):
                 part = stats[(stats.variant == run) & (stats.metric == f"rec_{kind}_{modality}")]
                 part = part.set_index("condition").reindex(patterns)
-                ax.errorbar(x + offset, part["mean"], yerr=part["std"].fillna(0.0), marker="o", linestyle="none",
+                ax.errorbar(x + offset, part["mean"], yerr=part["std"].fillna(0.0), marker=look.marker(run),
+                            linestyle="none",
                             capsize=2, elinewidth=0.9, markersize=4.5, label=look.label(run),
                             color=look.colors[run], zorder=look.line(run)["zorder"])
             if kind == "mse":

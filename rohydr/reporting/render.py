@@ -42,6 +42,7 @@ class Stat:
 
 SIGNIFICANT = "*"  # a difference whose 95 % interval excludes 0
 COLLAPSED = "†"  # predictions (nearly) constant or of one sign on some seed
+NOT_CONVERGED = "‡"  # after a row's label: a training behind it reached max_epochs while still improving
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Row:
     source: str = ""
     cells: dict[Column, Stat] = field(default_factory=dict)
     text: dict[Column, str] = field(default_factory=dict)  # fixed text instead of a number ("ref.")
+    unconverged: str = ""  # "k of n seeds" whose model did not converge (the label carries NOT_CONVERGED)
 
 
 @dataclass

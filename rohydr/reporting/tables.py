@@ -42,6 +42,7 @@ from rohydr.core.vocabulary import (
     MR_CONDITIONS,
     NOMINAL_MR,
     PATTERNS,
+    TRAINING_CONDITION,
 )
 from rohydr.data.optimum import score_masks
 from rohydr.reporting.evidence import AVERAGES, Evidence, OPTIMUM, PER_MR
@@ -49,6 +50,7 @@ from rohydr.reporting.methods import Methods
 from rohydr.reporting.render import (
     COLLAPSED,
     Column,
+    NOT_CONVERGED,
     Row,
     SIGNIFICANT,
     Stat,
@@ -122,9 +124,14 @@ def read_evals(paths: list) -> pd.DataFrame:
 
 
 def with_per_mr(long: pd.DataFrame) -> pd.DataFrame:
-    """Rows of protocol `per_mr`: each rate's condition from the model trained at that rate."""
-    own_rate = long[long.protocol.isin(MR_CONDITIONS) & (long.condition == long.protocol)]
-    return pd.concat([long, own_rate.assign(protocol=PER_MR)], ignore_index=True)
+    """Rows of protocol `per_mr`: each rate's condition from the model trained at that rate; a seed's per-MR
+    models converged when every one of them did."""
+    per_mr = long[long.protocol.isin(MR_CONDITIONS)]
+    own_rate = per_mr[per_mr.condition == per_mr.protocol]
+    converged = per_mr[(per_mr.condition == TRAINING_CONDITION) & (per_mr.metric == "converged")]
+    converged = converged.groupby(["variant", "seed"], sort=False)["value"].min().reset_index()
+    converged = converged.assign(protocol=PER_MR, condition=TRAINING_CONDITION, metric="converged")[long.columns]
+    return pd.concat([long, own_rate.assign(protocol=PER_MR), converged], ignore_index=True)
 
 
 def _averaged_members(name: str, metric: str) -> tuple[str, ...]:
@@ -211,6 +218,13 @@ class Cells:
             stat.flag = COLLAPSED if self.collapses[key] else ""
         return stat
 
+    def unconverged_seeds(self, source) -> tuple[int, int]:
+        """(seeds whose model did not converge, seeds) of a source; (0, 0) where nothing was trained."""
+        found = self.stats.get((*source, TRAINING_CONDITION, "converged"))
+        if found is None:
+            return 0, 0
+        return round((1 - found.mean) * found.n), found.n
+
     def warnings(self) -> list[str]:
         return [f"warning: run {source[0]} ({source[1]}) seed {seed} collapsed on {condition}: {why}"
                 for (source, condition), found in self.collapses.items() for seed, why in found
@@ -218,8 +232,11 @@ class Cells:
 
 
 def source_row(label: str, block: str, source, cells: Cells, columns: list[Column]) -> Row:
-    """A row of this project's numbers."""
-    row = Row(label, "ours", block)
+    """A row of this project's numbers; its label marked when a model behind it did not converge."""
+    unconverged, seeds = cells.unconverged_seeds(source)
+    row = Row(f"{label} {NOT_CONVERGED}" if unconverged else label, "ours", block)
+    if unconverged:
+        row.unconverged = f"{unconverged} of {seeds} seeds"
     for column in columns:
         stat = cells.stat(source, column.condition, column.metric)
         if stat is not None:
@@ -374,8 +391,17 @@ def bounds_note(ctx: Context, rows: list[Row]) -> list[str]:
     return notes
 
 
+def convergence_note(rows: list[Row]) -> list[str]:
+    marked = [f"{row.label.removesuffix(' ' + NOT_CONVERGED)} ({row.unconverged})" for row in rows if row.unconverged]
+    if not marked:
+        return []
+    return [f"{NOT_CONVERGED} not converged: a training behind the row reached max_epochs while its selection metric "
+            f"still improved (train_log.csv, column converged), so its numbers are not a result: {', '.join(marked)}."]
+
+
 def table_notes(ctx: Context, rows: list[Row], first: list[str]) -> list[str]:
-    return first + bounds_note(ctx, rows) + complete_only_note(rows) + interval_notes(rows) + quoted_note(rows)
+    return (first + bounds_note(ctx, rows) + complete_only_note(rows) + convergence_note(rows) + interval_notes(rows)
+            + quoted_note(rows))
 
 
 def patterns_table(ctx: Context) -> Table:
@@ -545,7 +571,7 @@ def recovery_table(ctx: Context, long: pd.DataFrame, reference: str | None) -> T
     """Recovered against true extracted features, per modality, averaged over the patterns that lack it;
     with a reference run, each MSE also as a ratio to the reference's, paired by seed."""
     columns = [Column(f"{{{m}}} missing", label, "avg_patterns", f"rec_{kind}_{m}")
-               for m in MODALITIES for kind, label in (("mse", "MSE"), ("cos", "cosine"))]
+               for m in MODALITIES for kind, label in (("mse", "MSE"), ("cos", "centred cosine"))]
     ratios = [Column(f"MSE / {ctx.methods.label(reference)}", f"{{{m}}}", "avg_patterns", f"ratio_rec_mse_{m}")
               for m in MODALITIES] if reference in ctx.runs else []
     sources = ctx.sources((ALL_PATTERNS,))
@@ -562,7 +588,9 @@ def recovery_table(ctx: Context, long: pd.DataFrame, reference: str | None) -> T
     title = (f"Recovery, {ctx.dataset}: recovered vs true extracted features of the missing modality, "
              f"{seeds_phrase(rows)}")
     notes = ["Each cell averages the patterns that lack the modality (two one-modality patterns and one pair). "
-             "MSE: lower is better; cosine: higher is better. Zero fill's MSE is the features' mean square, "
+             "MSE: lower is better; centred cosine (of recovered and true features, both minus the training mean, "
+             "per row): higher is better, 0 for mean fill, and about R² for a perfect single sample from "
+             "p(missing | available) when R is the conditional mean's (docs/method.md). Zero fill's MSE is the features' mean square, "
              "mean fill's their variance around the training mean. Each seed has its own pretrained extractor, "
              "hence features of its own scale: the ratio columns compare methods within each seed."]
     return Table("recovery", title, [*columns, *ratios], rows, notes)

@@ -31,6 +31,9 @@ def write_log_csv(path: str | Path, rows: list[dict], columns: list[str]) -> Non
     write_text_atomic(path, buffer.getvalue())
 
 
+GENERATOR_PHASE, STAGES_PHASE = "generators", "stages"  # the `phase` of a log row
+
+
 def epoch_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[torch.Tensor]:
     order = torch.from_numpy(rng.permutation(n))
     return [order[i:i + batch_size] for i in range(0, n, batch_size)]
@@ -38,8 +41,12 @@ def epoch_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[tor
 
 @dataclass
 class EpochLoop:
-    """Runs epochs until `max_epochs` or `early_stop` epochs without a better `monitor` value, after
-    `warmup_epochs` that neither select the model, count for early stopping nor step the scheduler."""
+    """Runs epochs until `max_epochs` or `early_stop` epochs without a better `monitor` value.
+
+    With a generator stage (`stage_epochs` > 0 and its callables), it runs first: its own epochs, validated
+    by `stage_monitor`, until `stage_early_stop` epochs without a better value or `stage_epochs`; they
+    neither select the model nor step the scheduler. Each row's `phase` says which part trained it, so a
+    resumed run knows where it stands from its rows alone."""
 
     model: torch.nn.Module
     optimizers: dict[str, torch.optim.Optimizer]
@@ -54,52 +61,91 @@ class EpochLoop:
     columns: list[str]
     fingerprint: dict  # what the run depends on (content digests of its inputs); another run's state is not reused
     progress: bool = True
-    warmup_epochs: int = 0
+    stage_epochs: int = 0  # at most this many epochs of the generator stage first
+    stage_early_stop: int = 1
+    stage_epoch: Callable[[int], dict] | None = None
+    stage_validate: Callable[[], dict] | None = None
+    stage_monitor: str = ""
     rows: list[dict] = field(default_factory=list)
+    convergence: dict = field(default_factory=dict)  # set by run(): see _mark_convergence
 
     @property
     def state_path(self) -> Path:
         return self.log_path.with_name(self.log_path.name + ".resume.pt")
 
+    def generator_stage(self) -> tuple[bool, int, bool]:
+        """(still in the generator stage, its epochs so far, ended by its early-stopping criterion)."""
+        stage_rows = [row for row in self.rows if row["phase"] == GENERATOR_PHASE]
+        if not self.stage_epochs:
+            return False, 0, True
+        values = [row[self.stage_monitor] for row in stage_rows]
+        best = 1 + int(np.argmin(values)) if values else 0
+        stopped = len(values) - best >= self.stage_early_stop
+        running = len(stage_rows) == len(self.rows) and not stopped and len(values) < self.stage_epochs
+        return running, len(stage_rows), stopped
+
     def run(self) -> tuple[dict, dict]:
         """Train; return (best weights, best row)."""
         start_epoch, best = self._resume()
         best_value, best_epoch, best_weights = best
-        already_stopped = start_epoch > 1 and self._stopped(start_epoch - 1, best_epoch)
-        last = self.warmup_epochs + self.max_epochs
-        epochs = range(start_epoch, last + 1) if not already_stopped else range(0)
-        bar = progress_bar(epochs, self.progress, desc="epochs")
+        bar = progress_bar(range(start_epoch, self.stage_epochs + self.max_epochs + 1), self.progress, desc="epochs")
         started = time.perf_counter()
         for epoch in bar:
+            in_stage, offset, _ = self.generator_stage()
+            if not in_stage and (epoch > offset + self.max_epochs or self._stopped(epoch - 1, best_epoch, offset)):
+                break
             seed_everything(self.seed, "epoch", epoch)
             self.model.train()
-            row = {"epoch": epoch, "lr": self.optimizers["main"].param_groups[0]["lr"]}
-            row.update(self._finite(self.train_epoch(epoch), epoch, "training"))
-            row.update(self._validated(epoch))
+            row = {"epoch": epoch, "phase": GENERATOR_PHASE if in_stage else STAGES_PHASE,
+                   "lr": self.optimizers["main"].param_groups[0]["lr"]}
+            monitor = self.stage_monitor if in_stage else self.monitor
+            row.update(self._finite((self.stage_epoch if in_stage else self.train_epoch)(epoch), epoch, "training"))
+            row.update(self._validated(epoch, self.stage_validate if in_stage else self.validate, monitor))
             row["wall_s"] = round(time.perf_counter() - started, 3)
-            value = row[self.monitor]
-            selecting = epoch > self.warmup_epochs
-            if self.scheduler is not None and selecting:
-                self.scheduler.step(value)
-            if selecting and value < best_value - 1e-6:
-                best_value, best_epoch = value, epoch
-                best_weights = copy.deepcopy(self.model.state_dict())
+            value = row[monitor]
+            if not in_stage:
+                if self.scheduler is not None:
+                    self.scheduler.step(value)
+                if value < best_value - 1e-6:
+                    best_value, best_epoch = value, epoch
+                    best_weights = copy.deepcopy(self.model.state_dict())
             self.rows.append(row)
             self._save_state(epoch, (best_value, best_epoch, best_weights))
             write_log_csv(self.log_path, self.rows, self.columns)
             if hasattr(bar, "set_postfix"):
-                bar.set_postfix({self.monitor: f"{value:.4f}", "best": f"{best_value:.4f}@{best_epoch}"})
+                bar.set_postfix({monitor: f"{value:.4f}", "best": f"{best_value:.4f}@{best_epoch}"})
             print(json.dumps({k: _rounded(v) for k, v in row.items()}), flush=True)
-            if self._stopped(epoch, best_epoch):
+            if in_stage and not self.generator_stage()[0]:
+                print(f"generator stage ends after {epoch} epochs ({self.stage_monitor})", flush=True)
+            if not in_stage and self._stopped(epoch, best_epoch, offset):
                 print(f"early stop: no better {self.monitor} for {self.early_stop} epochs", flush=True)
-                break
         best_rows = [r for r in self.rows if r["epoch"] == best_epoch]
         if not best_rows:
             raise RohydrError(f"run {self.log_path.parent}: no epoch was trained (max_epochs {self.max_epochs})")
+        self._mark_convergence(best_epoch)
         return best_weights, best_rows[0]
 
-    def _stopped(self, epoch: int, best_epoch: int) -> bool:
-        return epoch - max(best_epoch, self.warmup_epochs) >= self.early_stop
+    def _mark_convergence(self, best_epoch: int) -> None:
+        """Converged: stopped by its early-stopping criterion (and so did the generator stage, if any). A
+        run that reached max_epochs while its monitor still improved is not; the last row of the log says
+        which, and so does the log."""
+        last = self.rows[-1]["epoch"]
+        _, offset, stage_stopped = self.generator_stage()
+        converged = self._stopped(last, best_epoch, offset) and stage_stopped
+        self.convergence = {"converged": converged, "epochs": last, "best_epoch": best_epoch,
+                            "generator_stage_epochs": offset, "generator_stage_converged": stage_stopped}
+        self.rows[-1]["converged"] = int(converged)
+        write_log_csv(self.log_path, self.rows, self.columns)
+        if not stage_stopped:
+            print(f"not converged: the generator stage reached its {self.stage_epochs} epochs while "
+                  f"{self.stage_monitor} still improved; raise generator_epochs", flush=True)
+        if not self._stopped(last, best_epoch, offset):
+            print(f"not converged: reached max_epochs at epoch {last} with the best {self.monitor} at epoch "
+                  f"{best_epoch}, fewer than early_stop = {self.early_stop} epochs before; raise max_epochs",
+                  flush=True)
+
+    def _stopped(self, epoch: int, best_epoch: int, offset: int) -> bool:
+        return epoch - max(best_epoch, offset) >= self.early_stop
 
     def _finite(self, values: dict, epoch: int, what: str) -> dict:
         for key, value in values.items():
@@ -108,12 +154,12 @@ class EpochLoop:
                                      f"{key} is {value}; lower the learning rate or check the data")
         return values
 
-    def _validated(self, epoch: int) -> dict:
+    def _validated(self, epoch: int, validate: Callable[[], dict], monitor: str) -> dict:
         try:
-            values = self.validate()
+            values = validate()
         except NonFiniteError as error:
             raise NonFiniteError(f"run {self.log_path.parent} diverged at epoch {epoch}: validation: {error}") from None
-        self._finite({self.monitor: values[self.monitor]}, epoch, "validation")
+        self._finite({monitor: values[monitor]}, epoch, "validation")
         return values
 
     def finish(self) -> None:

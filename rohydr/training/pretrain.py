@@ -88,7 +88,7 @@ def pretrain(data: str, run_config_path: str, seed: int, out: str, log: str, run
     best_weights, best_row = loop.run()
     save_checkpoint(out, {
         "kind": "pretrain", "run_config": run_config.to_dict(), "dims": list(dims), "length": length,
-        "state_dict": best_weights, "seed": seed, "best": best_row,
+        "state_dict": best_weights, "seed": seed, "best": best_row, "convergence": [loop.convergence],
     })
     loop.finish()
     return best_row

@@ -19,7 +19,7 @@ from rohydr.core.errors import RohydrError
 from rohydr.core.io import sha256_file, sole_writer
 from rohydr.core.metrics import score
 from rohydr.core.runtime import Runtime, derived_seed, seed_everything
-from rohydr.core.vocabulary import ALL_PATTERNS_CONDITION, GROUPS, TRAIN_LOG_COLUMNS
+from rohydr.core.vocabulary import ALL_PATTERNS_CONDITION, GROUPS, MISSING_PATTERNS, TRAIN_LOG_COLUMNS
 from rohydr.data.dataset import FeatureStore
 from rohydr.data.masks import draw_batch_mr_masks, draw_mr_masks, draw_pattern_masks, load_masks
 from rohydr.models.checkpoint import build_model, check_data_matches, load_checkpoint, load_components, save_checkpoint
@@ -32,6 +32,7 @@ MAIN_GROUPS = tuple(g for g in GROUPS if g != "discriminator")  # stepped by the
 GENERATOR_GROUPS = ("diffusion", "unimodal_reconstructor")  # at train.generator_lr when it is set
 # What each training command selects its best epoch by.
 MONITOR = {"all": "val_l1", "1": "val_recon_mse", "2": "val_fusion_l1", "3": "val_l1"}
+GENERATOR_MONITOR = "val_generator_loss"  # the generator stage's (see generator_validation)
 
 
 class StageRunner:
@@ -110,8 +111,8 @@ class StageRunner:
         self._add("stage1_diffusion", recovery.diffusion_loss)
         self._add("stage1_reconstruction", recovery.reconstruction_loss)
 
-    def generators(self, batch, avail) -> None:
-        """Stage 1 alone, without the fusion: the generators' warm-up epochs."""
+    def generator_step(self, batch, avail) -> None:
+        """Stage 1 alone, without the fusion: a step of the generator stage."""
         (text, audio, vision), _ = batch
         with self.runtime.autocast():
             recovery = self.model.recover(self.model.extract(text, audio, vision), avail, with_losses=True)
@@ -209,6 +210,30 @@ def training_masks(cfg, n: int, rng: np.random.Generator, order: torch.Tensor) -
     return avail
 
 
+def generator_stage_masks(cfg, n: int, rng: np.random.Generator, order: torch.Tensor) -> np.ndarray:
+    """The generator stage's draw: every row misses something, the six missing patterns in equal shares, so
+    that every modality is a target under every subset of the others (the training split is complete)."""
+    del cfg, order
+    return draw_pattern_masks(n, dict.fromkeys(MISSING_PATTERNS, 1.0), rng)
+
+
+@torch.no_grad()
+def generator_validation(model, split, avail: np.ndarray, seed: int, cfg, runtime: Runtime) -> dict:
+    """The generators' own loss (stage 1's) on the validation split, with fixed noise: the generator
+    stage's early-stopping criterion. A sampler's distance to the truth would reward collapse to the mean."""
+    model.eval()
+    generator = torch.Generator().manual_seed(derived_seed(seed, "generator-validation"))
+    total, batch_size = 0.0, cfg.batch_size * 4
+    for start in range(0, len(split), batch_size):
+        index = torch.arange(start, min(start + batch_size, len(split)))
+        (text, audio, vision), _ = split.batch(index.to(runtime.device))
+        with runtime.autocast():
+            recovery = model.recover(model.extract(text, audio, vision), torch.from_numpy(avail[index.numpy()]),
+                                     generator=generator, with_losses=True)
+        total += float(recovery_loss(recovery, cfg.lambda_g)) * len(index)
+    return {GENERATOR_MONITOR: total / len(split)}
+
+
 def validation_condition(cfg) -> str:
     """The saved validation masks that select the model: those of its training protocol."""
     return ALL_PATTERNS_CONDITION if cfg.missing_draw == "all_patterns" else f"mr{cfg.train_mr:.1f}"
@@ -225,16 +250,19 @@ def validation_scores(model, split, avail, seed, noise, batch_size, runtime: Run
     }
 
 
-def start_from(model, path: str, dims, length) -> None:
-    """Load the pretrained backbone, or for a sequential stage every weight of the previous stage."""
+def start_from(model, path: str, dims, length) -> list[dict]:
+    """Load the pretrained backbone, or for a sequential stage every weight of the previous stage; returns
+    the convergence records of the trainings that made that checkpoint (the pretraining's is not carried:
+    the backbone is reported as a run of its own)."""
     payload = load_checkpoint(path)
     check_data_matches(payload, dims, length, path)
     if payload["kind"] == "pretrain":
         load_components(model, payload["state_dict"], PRETRAINED_COMPONENTS, path)
-    elif payload["kind"] == "train":
+        return []
+    if payload["kind"] == "train":
         load_components(model, payload["state_dict"], list(GROUPS), path)
-    else:
-        raise RohydrError(f"checkpoint {path}: kind {payload['kind']!r} cannot start a training run")
+        return list(payload.get("convergence", []))
+    raise RohydrError(f"checkpoint {path}: kind {payload['kind']!r} cannot start a training run")
 
 
 def train(data: str, run_config_path: str, pretrained: str, masks: str, seed: int, out: str, log: str,
@@ -253,7 +281,7 @@ def train(data: str, run_config_path: str, pretrained: str, masks: str, seed: in
     valid_avail = load_masks(masks, "valid", (data, data_sha256, len(valid_split)))[validation_condition(cfg)]
 
     model = build_model(run_config, dims, length).to(runtime.device)
-    start_from(model, pretrained, dims, length)
+    earlier_trainings = start_from(model, pretrained, dims, length)
     for regression, mse in model.fit_feature_models(train_split.features(), valid_split.features()).items():
         print(f"ridge_fill {regression}: validation MSE {mse:.4f}", flush=True)
     if runtime.compile:
@@ -263,30 +291,42 @@ def train(data: str, run_config_path: str, pretrained: str, masks: str, seed: in
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         runner.main, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
 
-    def train_epoch(epoch: int) -> dict:
+    def epoch_masks(epoch: int, draw):
         rng = np.random.default_rng(derived_seed(seed, "train-epoch", epoch))
         batches = epoch_batches(len(train_split), cfg.batch_size, rng)
-        avail = training_masks(cfg, len(train_split), rng, torch.cat(batches))
-        avail_t = torch.from_numpy(avail).to(runtime.device)
+        avail = draw(cfg, len(train_split), rng, torch.cat(batches))
+        return batches, avail, torch.from_numpy(avail).to(runtime.device)
+
+    def train_epoch(epoch: int) -> dict:
+        batches, avail, avail_t = epoch_masks(epoch, training_masks)
         has_missing = ~avail.all(axis=1)
         runner.reset()
         for index in progress_bar(batches, progress, desc=f"epoch {epoch}", leave=False):
             on_device = index.to(runtime.device)
-            missing = bool(has_missing[index.numpy()].any())
-            if epoch > warmup:
-                runner.batch(train_split.batch(on_device), avail_t[on_device], missing)
-            elif missing:
-                runner.generators(train_split.batch(on_device), avail_t[on_device])
+            runner.batch(train_split.batch(on_device), avail_t[on_device], bool(has_missing[index.numpy()].any()))
         return runner.epoch_means()
 
+    def generator_epoch(epoch: int) -> dict:
+        batches, _, avail_t = epoch_masks(epoch, generator_stage_masks)
+        runner.reset()
+        for index in progress_bar(batches, progress, desc=f"generator epoch {epoch}", leave=False):
+            on_device = index.to(runtime.device)
+            runner.generator_step(train_split.batch(on_device), avail_t[on_device])
+        return runner.epoch_means()
+
+    stage_valid_avail = generator_stage_masks(cfg, len(valid_split), np.random.default_rng(derived_seed(seed, "gen-val")),
+                                              torch.arange(len(valid_split)))
     max_epochs = cfg.sequential_epochs if (stage != "all" and cfg.sequential_epochs) else cfg.max_epochs
-    warmup = cfg.generator_epochs if runner.runs_stage1 and stage in ("all", "1") else 0
     loop = EpochLoop(
         model=model, optimizers={"main": runner.main, "disc": runner.disc}, scheduler=scheduler,
         train_epoch=train_epoch,
         validate=lambda: validation_scores(model, valid_split, valid_avail, seed, valid_noise, cfg.batch_size * 4,
                                            runtime),
-        monitor=MONITOR[stage], max_epochs=max_epochs, early_stop=cfg.early_stop, seed=seed, warmup_epochs=warmup,
+        monitor=MONITOR[stage], max_epochs=max_epochs, early_stop=cfg.early_stop, seed=seed,
+        stage_epochs=cfg.generator_epochs if runner.runs_stage1 and stage in ("all", "1") else 0,
+        stage_early_stop=cfg.generator_early_stop, stage_epoch=generator_epoch,
+        stage_validate=lambda: generator_validation(model, valid_split, stage_valid_avail, seed, cfg, runtime),
+        stage_monitor=GENERATOR_MONITOR,
         log_path=Path(log), columns=TRAIN_LOG_COLUMNS, progress=progress,
         fingerprint={"stage": stage, "run_config": run_config.to_dict(), "data": data_sha256,
                      "pretrained": sha256_file(pretrained), "masks": sha256_file(masks), "seed": seed},
@@ -295,6 +335,7 @@ def train(data: str, run_config_path: str, pretrained: str, masks: str, seed: in
     save_checkpoint(out, {
         "kind": "train", "run_config": run_config.to_dict(), "dims": list(dims), "length": length,
         "state_dict": best_weights, "seed": seed, "stage": stage, "best": best_row,
+        "convergence": earlier_trainings + [loop.convergence],
     })
     loop.finish()
     return best_row

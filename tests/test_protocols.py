@@ -150,7 +150,7 @@ def test_imputation_baselines_fill_as_documented(workspace):
     assert np.isfinite(load_checkpoint(ridge_path)["state_dict"]["ridge.penalty"].numpy()).all()
 
 
-def test_generator_warm_up_epochs_train_stage_one_alone_and_never_select(workspace):
+def test_generator_stage_epochs_train_stage_one_alone_and_never_select(workspace):
     path = train(workspace, "warm_up", {"train": {"generator_epochs": 2, "max_epochs": 1}})
     import csv
 

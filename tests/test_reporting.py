@@ -24,6 +24,7 @@ from rohydr.reporting.methods import (
     literature_colors,
     parse_display_names,
 )
+from rohydr.reporting.render import NOT_CONVERGED
 from rohydr.reporting.tables import aggregate
 
 SEEDS = (1, 2)
@@ -419,3 +420,24 @@ def test_sweep_plot_draws_each_row_against_redundancy(evals, tmp_path):
     assert points["rohydr", 0.8] - points["rohydr", 0.2] == pytest.approx(5.0)
     bad = run_cli("sweep-plot", "--tables", *tables, "--redundancy", 0.2, "--out", tmp_path / "x", check=False)
     assert bad.returncode == 2 and "2 tables for 1 redundancy values" in bad.stderr
+
+
+def with_training_rows(path, converged: int, epochs: int = 12) -> None:
+    """Append the training rows `rohydr evaluate` writes from its checkpoint."""
+    with open(path, "a") as handle:
+        handle.write(f"training,converged,{converged}\ntraining,epochs,{epochs}\n")
+
+
+def test_rows_of_unconverged_models_are_marked(evals, tmp_path):
+    for path in evals:
+        with_training_rows(path, converged=int(not ("rohydr" in str(path) and "seed1" in str(path))))
+    out = tmp_path / "tables"
+    aggregate("mosi", evals, out, peers_key="MOSI", ablation=[], methods=METHODS)
+    text = (out / "missing_patterns.md").read_text()
+    _, rows = md_rows(out / "missing_patterns.md")
+    assert f"rohydr {NOT_CONVERGED}" in rows and "no_diffusion" in rows  # converged on every seed: no mark
+    assert f"{NOT_CONVERGED} not converged" in text and "rohydr (1 of 2 seeds)" in text
+    if shutil.which("pdflatex"):
+        result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "missing_patterns.tex"],
+                                cwd=out, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout[-3000:]

@@ -22,6 +22,7 @@ from rohydr.reporting.render import NOT_CONVERGED
 CONFIG = REPO / "config" / "config.yaml"
 FAST = REPO / "config" / "fast.yaml"
 MMSA = REPO / "config" / "mmsa.yaml"
+ABLATIONS = REPO / "config" / "ablations.yaml"
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -56,14 +57,15 @@ def merged(*paths: Path) -> dict:
     return config
 
 
-@pytest.mark.parametrize("configfiles", [(CONFIG,), (CONFIG, FAST)])
+@pytest.mark.parametrize("configfiles", [(CONFIG,), (CONFIG, FAST), (CONFIG, ABLATIONS)])
 def test_dry_run_lists_every_protocol_of_every_run(tmp_path, configfiles):
     result = snakemake("-n", "--cores", 2, "--configfile", *configfiles, cwd=tmp_path)
     counts = job_counts(result.stdout)
     config = merged(*configfiles)
     seeds, protocols = len(config["seeds"]), config["protocols"]
     trainings = len(protocols["all_patterns"]["runs"]) + len(protocols["per_mr"]["runs"]) * len(protocols["per_mr"]["rates"])
-    sequential = [run for run in protocols["all_patterns"]["runs"] if run == "sequential_stages"]
+    sequential = [run for run in protocols["all_patterns"]["runs"] if run == "sequential_stages"] + [
+        run for run in protocols["per_mr"]["runs"] for _ in protocols["per_mr"]["rates"] if run == "sequential_stages"]
     assert counts["pretrain"] == seeds
     assert counts["train"] == trainings * seeds
     assert counts.get("train_stage", 0) == 2 * len(sequential) * seeds  # stages 1 and 2 before the final one
@@ -87,7 +89,7 @@ def test_peer_targets_train_every_seed_under_the_configured_protocols(tmp_path):
     result = snakemake("comparison", "-n", "--cores", 2, "--configfile", CONFIG, cwd=tmp_path)
     jobs = scheduled_jobs(result.stdout)
     assert {"aggregate", "plots"} <= {rule for rule, _ in jobs}
-    assert {job["variant"] for rule, job in jobs if rule == "train"} >= {"rohydr", "rohydr_sde", "imder"}
+    assert {job["variant"] for rule, job in jobs if rule == "train"} >= set(merged(CONFIG)["comparison"])
 
 
 def test_redundancy_sweep_is_a_target_of_its_own(tmp_path):

@@ -172,7 +172,7 @@ def to_markdown(table: Table) -> str:
 LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$",
                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                  "±": r"$\pm$", "Δ": r"$\Delta$", "–": "--", "≥": r"$\geq$", "†": r"$^\dagger$",
-                 "*": r"$^*$"}
+                 "‡": r"$^\ddagger$", "²": r"$^2$", "−": r"$-$", "*": r"$^*$"}
 
 
 def latex_escape(text: str) -> str:

@@ -231,12 +231,18 @@ class Cells:
                 if not condition.startswith("avg_")]
 
 
-def source_row(label: str, block: str, source, cells: Cells, columns: list[Column]) -> Row:
-    """A row of this project's numbers; its label marked when a model behind it did not converge."""
+def marked_row(label: str, block: str, source, cells: Cells) -> Row:
+    """An empty row of this project's numbers, its label marked when a model behind it did not converge."""
     unconverged, seeds = cells.unconverged_seeds(source)
     row = Row(f"{label} {NOT_CONVERGED}" if unconverged else label, "ours", block)
     if unconverged:
         row.unconverged = f"{unconverged} of {seeds} seeds"
+    return row
+
+
+def source_row(label: str, block: str, source, cells: Cells, columns: list[Column]) -> Row:
+    """A row of this project's numbers."""
+    row = marked_row(label, block, source, cells)
     for column in columns:
         stat = cells.stat(source, column.condition, column.metric)
         if stat is not None:
@@ -550,7 +556,7 @@ def gap_table(ctx: Context) -> Table:
     open_gaps = [column for column, gap in gaps.items() if gap is not None and gap.low > 0]
     rows = []
     for label, block, source in ctx.sources((ALL_PATTERNS,)):
-        row = Row(label, "ours", block)
+        row = marked_row(label, block, source, ctx.cells)
         for column in open_gaps:
             share = evidence.share_of_gap(source, floor, column.condition, PAIR[0])
             if share is not None:
@@ -564,7 +570,7 @@ def gap_table(ctx: Context) -> Table:
              "optimum; computed per seed and per bootstrap resample. –: the gap's own 95 % interval reaches 0 (last "
              "row), so there is no gap to close; no interval: on some resamples floor and optimum coincide, so the "
              "share is undefined there (a gap of a point or two)."]
-    return Table("gap_closed", title, columns, [*rows, gap_row], notes + interval_notes(rows))
+    return Table("gap_closed", title, columns, [*rows, gap_row], notes + convergence_note(rows) + interval_notes(rows))
 
 
 def recovery_table(ctx: Context, long: pd.DataFrame, reference: str | None) -> Table:

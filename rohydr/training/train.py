@@ -210,10 +210,9 @@ def training_masks(cfg, n: int, rng: np.random.Generator, order: torch.Tensor) -
     return avail
 
 
-def generator_stage_masks(cfg, n: int, rng: np.random.Generator, order: torch.Tensor) -> np.ndarray:
+def generator_stage_masks(n: int, rng: np.random.Generator) -> np.ndarray:
     """The generator stage's draw: every row misses something, the six missing patterns in equal shares, so
     that every modality is a target under every subset of the others (the training split is complete)."""
-    del cfg, order
     return draw_pattern_masks(n, dict.fromkeys(MISSING_PATTERNS, 1.0), rng)
 
 
@@ -294,11 +293,11 @@ def train(data: str, run_config_path: str, pretrained: str, masks: str, seed: in
     def epoch_masks(epoch: int, draw):
         rng = np.random.default_rng(derived_seed(seed, "train-epoch", epoch))
         batches = epoch_batches(len(train_split), cfg.batch_size, rng)
-        avail = draw(cfg, len(train_split), rng, torch.cat(batches))
+        avail = draw(len(train_split), rng, torch.cat(batches))
         return batches, avail, torch.from_numpy(avail).to(runtime.device)
 
     def train_epoch(epoch: int) -> dict:
-        batches, avail, avail_t = epoch_masks(epoch, training_masks)
+        batches, avail, avail_t = epoch_masks(epoch, lambda n, rng, order: training_masks(cfg, n, rng, order))
         has_missing = ~avail.all(axis=1)
         runner.reset()
         for index in progress_bar(batches, progress, desc=f"epoch {epoch}", leave=False):
@@ -307,15 +306,14 @@ def train(data: str, run_config_path: str, pretrained: str, masks: str, seed: in
         return runner.epoch_means()
 
     def generator_epoch(epoch: int) -> dict:
-        batches, _, avail_t = epoch_masks(epoch, generator_stage_masks)
+        batches, _, avail_t = epoch_masks(epoch, lambda n, rng, order: generator_stage_masks(n, rng))
         runner.reset()
         for index in progress_bar(batches, progress, desc=f"generator epoch {epoch}", leave=False):
             on_device = index.to(runtime.device)
             runner.generator_step(train_split.batch(on_device), avail_t[on_device])
         return runner.epoch_means()
 
-    stage_valid_avail = generator_stage_masks(cfg, len(valid_split), np.random.default_rng(derived_seed(seed, "gen-val")),
-                                              torch.arange(len(valid_split)))
+    stage_valid_avail = generator_stage_masks(len(valid_split), np.random.default_rng(derived_seed(seed, "gen-val")))
     max_epochs = cfg.sequential_epochs if (stage != "all" and cfg.sequential_epochs) else cfg.max_epochs
     loop = EpochLoop(
         model=model, optimizers={"main": runner.main, "disc": runner.disc}, scheduler=scheduler,

@@ -46,17 +46,18 @@ NOMINAL_MR = {**{f"mr{mr:.1f}": mr for mr in MR_FRACTIONS}, BATCH_CONDITION: BAT
 GROUPS = ("extractor", "diffusion", "unimodal_reconstructor", "fusion", "multimodal_reconstructor",
           "discriminator", "head")
 
-# Columns of a training run's train_log.csv.
+# Columns of a training run's train_log.csv; CONVERGED (last row) is also a metric of eval.csv.
+CONVERGED = "converged"
 GRAD_STAGES = ("stage1", "stage2", "stage3", "joint")
 LOSS_COLUMNS = ["stage1_loss", "stage1_diffusion", "stage1_reconstruction", "disc_loss", "stage2_loss",
                 "stage2_adversarial", "stage2_l1", "stage3_loss", "joint_loss"]
 VALID_COLUMNS = ["val_l1", "val_acc2", "val_f1", "val_recon_mse", "val_fusion_l1", "val_generator_loss"]
 TRAIN_LOG_COLUMNS = (["epoch", "phase", "wall_s", "lr"] + LOSS_COLUMNS
                      + [f"gradnorm_{stage}_{group}" for stage in GRAD_STAGES for group in GROUPS] + VALID_COLUMNS
-                     + ["converged"])
-PRETRAIN_LOG_COLUMNS = ["epoch", "phase", "wall_s", "lr", "train_l1", "val_l1", "val_acc2", "val_f1", "converged"]
+                     + [CONVERGED])
+PRETRAIN_LOG_COLUMNS = ["epoch", "phase", "wall_s", "lr", "train_l1", "val_l1", "val_acc2", "val_f1", CONVERGED]
 # eval.csv rows of a model's training (condition TRAINING_CONDITION): converged (1: stopped by its early-stopping
 # criterion in every training it went through, 0: at least one reached max_epochs still improving) and the
 # epochs it trained (summed over those trainings).
 TRAINING_CONDITION = "training"
-TRAINING_METRICS = ("converged", "epochs")
+TRAINING_METRICS = (CONVERGED, "epochs")

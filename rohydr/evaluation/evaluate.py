@@ -17,7 +17,7 @@ from rohydr.core.io import atomic_path, sha256_file
 from rohydr.core.metrics import score
 from rohydr.core.progress import progress
 from rohydr.core.runtime import Runtime
-from rohydr.core.vocabulary import MODALITIES, PATTERNS, TRAINING_CONDITION, pattern_codes
+from rohydr.core.vocabulary import CONVERGED, MODALITIES, PATTERNS, TRAINING_CONDITION, pattern_codes
 from rohydr.data.dataset import FeatureStore
 from rohydr.data.masks import load_masks, pattern_mask, realized_missing_rate
 from rohydr.models.checkpoint import check_data_matches, load_model
@@ -73,7 +73,7 @@ def condition_rows(condition: str, avail: np.ndarray, by_pattern: dict[str, Pred
 def training_rows(payload: dict) -> list[tuple]:
     """Whether every training behind the model stopped on its early-stopping criterion, and its epochs."""
     trainings = payload["convergence"]
-    return [(TRAINING_CONDITION, "converged", float(all(t["converged"] for t in trainings))),
+    return [(TRAINING_CONDITION, CONVERGED, float(all(t["converged"] for t in trainings))),
             (TRAINING_CONDITION, "epochs", float(sum(t["epochs"] for t in trainings)))]
 
 

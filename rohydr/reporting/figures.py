@@ -87,10 +87,10 @@ class Look:
         return self.methods.label(run)
 
     def line(self, run: str) -> dict:
-        main = self.methods.role(run) == "main"
+        main, index = self.methods.role(run) == "main", self._baseline_index(run)
+        dash = "-" if index is None else BASELINE_DASHES[index % len(BASELINE_DASHES)]
         return {"color": self.colors[run], "linewidth": 2.2 if main else 1.3, "zorder": 5 if main else 3,
-                "linestyle": BASELINE_DASHES[self._baseline_index(run) % len(BASELINE_DASHES)]
-                if self._baseline_index(run) is not None else "-"}
+                "linestyle": dash}
 
     def marker(self, run: str) -> str:
         """Baselines (greys) are told apart by marker and line style as well as by colour."""

@@ -37,6 +37,7 @@ from rohydr.core.metrics import METRICS
 from rohydr.core.vocabulary import (
     BATCH_CONDITION,
     CONDITIONS,
+    CONVERGED,
     MISSING_PATTERNS,
     MODALITIES,
     MR_CONDITIONS,
@@ -128,9 +129,9 @@ def with_per_mr(long: pd.DataFrame) -> pd.DataFrame:
     models converged when every one of them did."""
     per_mr = long[long.protocol.isin(MR_CONDITIONS)]
     own_rate = per_mr[per_mr.condition == per_mr.protocol]
-    converged = per_mr[(per_mr.condition == TRAINING_CONDITION) & (per_mr.metric == "converged")]
+    converged = per_mr[(per_mr.condition == TRAINING_CONDITION) & (per_mr.metric == CONVERGED)]
     converged = converged.groupby(["variant", "seed"], sort=False)["value"].min().reset_index()
-    converged = converged.assign(protocol=PER_MR, condition=TRAINING_CONDITION, metric="converged")[long.columns]
+    converged = converged.assign(protocol=PER_MR, condition=TRAINING_CONDITION, metric=CONVERGED)[long.columns]
     return pd.concat([long, own_rate.assign(protocol=PER_MR), converged], ignore_index=True)
 
 
@@ -220,7 +221,7 @@ class Cells:
 
     def unconverged_seeds(self, source) -> tuple[int, int]:
         """(seeds whose model did not converge, seeds) of a source; (0, 0) where nothing was trained."""
-        found = self.stats.get((*source, TRAINING_CONDITION, "converged"))
+        found = self.stats.get((*source, TRAINING_CONDITION, CONVERGED))
         if found is None:
             return 0, 0
         return round((1 - found.mean) * found.n), found.n
@@ -596,7 +597,8 @@ def recovery_table(ctx: Context, long: pd.DataFrame, reference: str | None) -> T
     notes = ["Each cell averages the patterns that lack the modality (two one-modality patterns and one pair). "
              "MSE: lower is better; centred cosine (of recovered and true features, both minus the training mean, "
              "per row): higher is better, 0 for mean fill, and about R² for a perfect single sample from "
-             "p(missing | available) when R is the conditional mean's (docs/method.md). Zero fill's MSE is the features' mean square, "
+             "p(missing | available) when R is the conditional mean's (docs/method.md). "
+             "Zero fill's MSE is the features' mean square, "
              "mean fill's their variance around the training mean. Each seed has its own pretrained extractor, "
              "hence features of its own scale: the ratio columns compare methods within each seed."]
     return Table("recovery", title, [*columns, *ratios], rows, notes)

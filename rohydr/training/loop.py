@@ -19,6 +19,7 @@ from rohydr.core.errors import NonFiniteError, RohydrError
 from rohydr.core.io import write_text_atomic
 from rohydr.core.progress import progress
 from rohydr.core.runtime import seed_everything
+from rohydr.core.vocabulary import CONVERGED
 from rohydr.models.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -134,7 +135,7 @@ class EpochLoop:
         converged = self._stopped(last, best_epoch, offset) and stage_stopped
         self.convergence = {"converged": converged, "epochs": last, "best_epoch": best_epoch,
                             "generator_stage_epochs": offset, "generator_stage_converged": stage_stopped}
-        self.rows[-1]["converged"] = int(converged)
+        self.rows[-1][CONVERGED] = int(converged)
         write_log_csv(self.log_path, self.rows, self.columns)
         if not stage_stopped:
             print(f"not converged: the generator stage reached its {self.stage_epochs} epochs while "

@@ -73,8 +73,10 @@ class DiffusionConfig(_Section):
 
 
 class ScoreSDEConfig(_Section):
-    """The score-SDE generator (model.generator = score_sde); defaults: IMDer's code."""
-    channels: list[Count] = Field(default_factory=lambda: [32, 64, 128, 256], min_length=1)
+    """The score-SDE generator (model.generator = score_sde); defaults: IMDer's code, but for the top width."""
+    # U-Net widths, top level first. IMDer's are 32/64/128/256 with d = 32; our top level is 64 because it
+    # must be at least 2d wide (ModelConfig checks it; docs/method.md, "Score-SDE generator").
+    channels: list[Count] = Field(default_factory=lambda: [64, 64, 128, 256], min_length=1)
     embed_dim: Count = 256  # Gaussian-Fourier time embedding
     heads: Count = 8
     attention_layers: NonNegativeInt = 2  # cross-attention to the condition at every level; 0: none
@@ -146,6 +148,12 @@ class ModelConfig(_Section):
             raise ValueError("grad_through_sampler: the score-SDE sampler runs without gradient (as in IMDer)")
         if self.generator == "score_sde" and self.score.attention_layers and self.d % self.score.heads:
             raise ValueError(f"d {self.d} is not divisible by score.heads {self.score.heads}")
+        if self.generator == "score_sde" and self.score.channels[0] < 2 * self.d:
+            # Every path from x_t to the predicted score passes the top level's swish(GroupNorm(.)); with
+            # fewer than 2d channels it cannot pass x_t through (swish(u) - swish(-u) = u needs both signs),
+            # and the denoiser is stuck far above the Bayes loss whatever its training.
+            raise ValueError(f"score.channels[0] = {self.score.channels[0]} is below 2 x d = {2 * self.d}: the "
+                             "ScoreNet's top level must carry the noisy input's sign halves (docs/method.md)")
         return _heads_divide(self, "d")
 
 
@@ -244,7 +252,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"d": 16, "heads": 4, "nlevels": 2, "memory_min_layers": 2,
                   "dit": {"hidden": 32, "depth": 2, "heads": 4},
                   "diffusion": {"sampler_steps": 10, "train_sampler_steps": 5},
-                  "score": {"channels": [16, 32, 64], "embed_dim": 32, "heads": 4, "attention_layers": 1,
+                  "score": {"channels": [32, 32, 64], "embed_dim": 32, "heads": 4, "attention_layers": 1,
                             "sampler_steps": 10, "train_sampler_steps": 5},
                   "ur_blocks": 2, "ur_reduction": 4, "mr_hidden1": 32, "mr_hidden2": 32,
                   "disc_hidden1": 32, "disc_hidden2": 16,
@@ -258,7 +266,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"d": 8, "heads": 2, "nlevels": 1, "memory_min_layers": 1,
                   "dit": {"hidden": 16, "depth": 1, "heads": 2},
                   "diffusion": {"sampler_steps": 4, "train_sampler_steps": 4},
-                  "score": {"channels": [8, 16], "embed_dim": 16, "heads": 2, "attention_layers": 1,
+                  "score": {"channels": [16, 16], "embed_dim": 16, "heads": 2, "attention_layers": 1,
                             "sampler_steps": 4, "train_sampler_steps": 4},
                   "ur_blocks": 1, "ur_reduction": 4, "mr_hidden1": 16, "mr_hidden2": 16,
                   "disc_hidden1": 16, "disc_hidden2": 8},

@@ -51,7 +51,8 @@ CONVERGED = "converged"
 GRAD_STAGES = ("stage1", "stage2", "stage3", "joint")
 LOSS_COLUMNS = ["stage1_loss", "stage1_diffusion", "stage1_reconstruction", "disc_loss", "stage2_loss",
                 "stage2_adversarial", "stage2_l1", "stage3_loss", "joint_loss"]
-VALID_COLUMNS = ["val_l1", "val_acc2", "val_f1", "val_recon_mse", "val_fusion_l1", "val_generator_loss"]
+VALID_COLUMNS = ["val_l1", "val_acc2", "val_f1", "val_recon_mse", "val_fusion_l1", "val_generator_diffusion",
+                 "val_generator_reconstruction"]
 TRAIN_LOG_COLUMNS = (["epoch", "phase", "wall_s", "lr"] + LOSS_COLUMNS
                      + [f"gradnorm_{stage}_{group}" for stage in GRAD_STAGES for group in GROUPS] + VALID_COLUMNS
                      + [CONVERGED])

@@ -42,8 +42,9 @@ REFERENCES = {"dit": ("RoHyDR's code", REFERENCE_COUNTS), "score_sde": ("IMDer's
 DIFFERENCES = {
     "dit": "Each DiT: 4,160 fewer (one 64 -> 32 output layer, where the reference has a 64 -> 64 layer whose "
            "learned-sigma half is discarded plus a 64 -> 32 map back).",
-    "score_sde": "Each ScoreNet: 128 fewer (the fixed Fourier frequencies of the time embedding are a buffer "
-                 "here, a frozen parameter there). Multimodal reconstructor and discriminator: built for "
+    "score_sde": "Each ScoreNet: its top level is 64 channels wide where IMDer's is 32 (it must be at least 2d; "
+                 "docs/method.md), and 128 fewer (the fixed Fourier frequencies of the time embedding are a "
+                 "buffer here, a frozen parameter there). Multimodal reconstructor and discriminator: built for "
                  "rohydr_sde; the imder variant never calls them (IMDer has neither).",
 }
 

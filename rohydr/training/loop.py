@@ -45,8 +45,8 @@ class EpochLoop:
     """Runs epochs until `max_epochs` or `early_stop` epochs without a better `monitor` value.
 
     With a generator stage (`stage_epochs` > 0 and its callables), it runs first: its own epochs, validated
-    by `stage_monitor`, until `stage_early_stop` epochs without a better value or `stage_epochs`; they
-    neither select the model nor step the scheduler. Each row's `phase` says which part trained it, so a
+    by `stage_monitors` (one per loss), until `stage_early_stop` epochs in which none of them improved, or
+    `stage_epochs`; they neither select the model nor step the scheduler. Each row's `phase` says which part trained it, so a
     resumed run knows where it stands from its rows alone."""
 
     model: torch.nn.Module
@@ -66,7 +66,8 @@ class EpochLoop:
     stage_early_stop: int = 1
     stage_epoch: Callable[[int], dict] | None = None
     stage_validate: Callable[[], dict] | None = None
-    stage_monitor: str = ""
+    # each is watched on its own: a sum of losses of unlike scales stops when its largest term stalls
+    stage_monitors: tuple[str, ...] = ()
     rows: list[dict] = field(default_factory=list)
     convergence: dict = field(default_factory=dict)  # set by run(): see _mark_convergence
 
@@ -79,10 +80,10 @@ class EpochLoop:
         stage_rows = [row for row in self.rows if row["phase"] == GENERATOR_PHASE]
         if not self.stage_epochs:
             return False, 0, True
-        values = [row[self.stage_monitor] for row in stage_rows]
-        best = 1 + int(np.argmin(values)) if values else 0
-        stopped = len(values) - best >= self.stage_early_stop
-        running = len(stage_rows) == len(self.rows) and not stopped and len(values) < self.stage_epochs
+        last_better = max((1 + int(np.argmin([row[name] for row in stage_rows])) for name in self.stage_monitors),
+                          default=0) if stage_rows else 0
+        stopped = len(stage_rows) - last_better >= self.stage_early_stop
+        running = len(stage_rows) == len(self.rows) and not stopped and len(stage_rows) < self.stage_epochs
         return running, len(stage_rows), stopped
 
     def run(self) -> tuple[dict, dict]:
@@ -99,9 +100,10 @@ class EpochLoop:
             self.model.train()
             row = {"epoch": epoch, "phase": GENERATOR_PHASE if in_stage else STAGES_PHASE,
                    "lr": self.optimizers["main"].param_groups[0]["lr"]}
-            monitor = self.stage_monitor if in_stage else self.monitor
+            monitor = self.stage_monitors[0] if in_stage else self.monitor
             row.update(self._finite((self.stage_epoch if in_stage else self.train_epoch)(epoch), epoch, "training"))
-            row.update(self._validated(epoch, self.stage_validate if in_stage else self.validate, monitor))
+            row.update(self._validated(epoch, self.stage_validate if in_stage else self.validate,
+                                       self.stage_monitors if in_stage else (monitor,)))
             row["wall_s"] = round(time.perf_counter() - started, 3)
             value = row[monitor]
             if not in_stage:
@@ -117,7 +119,7 @@ class EpochLoop:
                 bar.set_postfix({monitor: f"{value:.4f}", "best": f"{best_value:.4f}@{best_epoch}"})
             print(json.dumps({k: _rounded(v) for k, v in row.items()}), flush=True)
             if in_stage and not self.generator_stage()[0]:
-                print(f"generator stage ends after {epoch} epochs ({self.stage_monitor})", flush=True)
+                print(f"generator stage ends after {epoch} epochs ({', '.join(self.stage_monitors)})", flush=True)
             if not in_stage and self._stopped(epoch, best_epoch, offset):
                 print(f"early stop: no better {self.monitor} for {self.early_stop} epochs", flush=True)
         best_rows = [r for r in self.rows if r["epoch"] == best_epoch]
@@ -139,7 +141,7 @@ class EpochLoop:
         write_log_csv(self.log_path, self.rows, self.columns)
         if not stage_stopped:
             print(f"not converged: the generator stage reached its {self.stage_epochs} epochs while "
-                  f"{self.stage_monitor} still improved; raise generator_epochs", flush=True)
+                  f"{' or '.join(self.stage_monitors)} still improved; raise generator_epochs", flush=True)
         if not self._stopped(last, best_epoch, offset):
             print(f"not converged: reached max_epochs at epoch {last} with the best {self.monitor} at epoch "
                   f"{best_epoch}, fewer than early_stop = {self.early_stop} epochs before; raise max_epochs",
@@ -155,12 +157,12 @@ class EpochLoop:
                                      f"{key} is {value}; lower the learning rate or check the data")
         return values
 
-    def _validated(self, epoch: int, validate: Callable[[], dict], monitor: str) -> dict:
+    def _validated(self, epoch: int, validate: Callable[[], dict], monitors: tuple[str, ...]) -> dict:
         try:
             values = validate()
         except NonFiniteError as error:
             raise NonFiniteError(f"run {self.log_path.parent} diverged at epoch {epoch}: validation: {error}") from None
-        self._finite({monitor: values[monitor]}, epoch, "validation")
+        self._finite({name: values[name] for name in monitors}, epoch, "validation")
         return values
 
     def finish(self) -> None:

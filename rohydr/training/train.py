@@ -32,7 +32,8 @@ MAIN_GROUPS = tuple(g for g in GROUPS if g != "discriminator")  # stepped by the
 GENERATOR_GROUPS = ("diffusion", "unimodal_reconstructor")  # at train.generator_lr when it is set
 # What each training command selects its best epoch by.
 MONITOR = {"all": "val_l1", "1": "val_recon_mse", "2": "val_fusion_l1", "3": "val_l1"}
-GENERATOR_MONITOR = "val_generator_loss"  # the generator stage's (see generator_validation)
+# the generator stage's criteria (see generator_validation)
+GENERATOR_MONITORS = ("val_generator_diffusion", "val_generator_reconstruction")
 
 
 class StageRunner:
@@ -218,19 +219,20 @@ def generator_stage_masks(n: int, rng: np.random.Generator) -> np.ndarray:
 
 @torch.no_grad()
 def generator_validation(model, split, avail: np.ndarray, seed: int, cfg, runtime: Runtime) -> dict:
-    """The generators' own loss (stage 1's) on the validation split, with fixed noise: the generator
-    stage's early-stopping criterion. A sampler's distance to the truth would reward collapse to the mean."""
+    """The generators' own losses (stage 1's diffusion and reconstruction terms) on the validation split,
+    with fixed noise: the generator stage's early-stopping criteria. A sampler's distance to the truth
+    would reward collapse to the mean."""
     model.eval()
     generator = torch.Generator().manual_seed(derived_seed(seed, "generator-validation"))
-    total, batch_size = 0.0, cfg.batch_size * 4
+    totals, batch_size = np.zeros(2), cfg.batch_size * 4
     for start in range(0, len(split), batch_size):
         index = torch.arange(start, min(start + batch_size, len(split)))
         (text, audio, vision), _ = split.batch(index.to(runtime.device))
         with runtime.autocast():
             recovery = model.recover(model.extract(text, audio, vision), torch.from_numpy(avail[index.numpy()]),
                                      generator=generator, with_losses=True)
-        total += float(recovery_loss(recovery, cfg.lambda_g)) * len(index)
-    return {GENERATOR_MONITOR: total / len(split)}
+        totals += np.array([float(recovery.diffusion_loss), float(recovery.reconstruction_loss)]) * len(index)
+    return dict(zip(GENERATOR_MONITORS, (totals / len(split)).tolist()))
 
 
 def validation_condition(cfg) -> str:
@@ -324,7 +326,7 @@ def train(data: str, run_config_path: str, pretrained: str, masks: str, seed: in
         stage_epochs=cfg.generator_epochs if runner.runs_stage1 and stage in ("all", "1") else 0,
         stage_early_stop=cfg.generator_early_stop, stage_epoch=generator_epoch,
         stage_validate=lambda: generator_validation(model, valid_split, stage_valid_avail, seed, cfg, runtime),
-        stage_monitor=GENERATOR_MONITOR,
+        stage_monitors=GENERATOR_MONITORS,
         log_path=Path(log), columns=TRAIN_LOG_COLUMNS, progress=progress,
         fingerprint={"stage": stage, "run_config": run_config.to_dict(), "data": data_sha256,
                      "pretrained": sha256_file(pretrained), "masks": sha256_file(masks), "seed": seed},

@@ -28,7 +28,8 @@ HANDLERS = {
 
 
 def _add_runtime_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", help="auto (CUDA when visible, else CPU), cpu, cuda, cuda:N")
+    parser.add_argument("--device", default="auto",
+                        help="auto (a GPU no other rohydr job holds when CUDA is visible, else CPU), cpu, cuda, cuda:N")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast on CUDA")
     parser.add_argument("--compile", action="store_true",

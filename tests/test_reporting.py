@@ -15,7 +15,7 @@ from rohydr.core.errors import RohydrError
 from rohydr.core.metrics import METRICS
 from rohydr.core.vocabulary import CONDITIONS, MISSING_PATTERNS, MR_CONDITIONS, NOMINAL_MR, PATTERNS
 from matplotlib.colors import to_hex
-from rohydr.reporting.figures import GROUPS, component_colors, plots
+from rohydr.reporting.figures import GROUPS, component_colors, plots, unconverged_runs
 from rohydr.reporting.methods import (
     BASELINE_COLORS,
     MAIN_COLOR,
@@ -25,7 +25,7 @@ from rohydr.reporting.methods import (
     parse_display_names,
 )
 from rohydr.reporting.render import NOT_CONVERGED
-from rohydr.reporting.tables import aggregate
+from rohydr.reporting.tables import aggregate, read_evals
 
 SEEDS = (1, 2)
 PATTERN_HEADERS = ["{l}", "{a}", "{v}", "{l,a}", "{l,v}", "{a,v}"]
@@ -437,6 +437,7 @@ def test_rows_of_unconverged_models_are_marked(evals, tmp_path):
     _, rows = md_rows(out / "missing_patterns.md")
     assert f"rohydr {NOT_CONVERGED}" in rows and "no_diffusion" in rows  # converged on every seed: no mark
     assert f"{NOT_CONVERGED} not converged" in text and "rohydr (1 of 2 seeds)" in text
+    assert unconverged_runs(read_evals(evals)) == {"rohydr"}  # the figures' labels carry the same mark
     if shutil.which("pdflatex"):
         result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "missing_patterns.tex"],
                                 cwd=out, capture_output=True, text=True, timeout=120)

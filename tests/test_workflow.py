@@ -163,6 +163,8 @@ def test_slurm_profile_stops_before_submitting_when_its_variables_are_unset(tmp_
     ({"ablation": ["rohydr", "no_such_variant"]}, "no_such_variant"),
     ({"comparison": ["rohydr", "joint_optimization"]}, "comparison rows ['joint_optimization'] are not in"),
     ({"variants": {"sde": {"model": {"generator": "score_sde", "score": {"heads": 5}}}}}, "not divisible by heads 5"),
+    ({"variants": {"sde": {"model": {"generator": "score_sde", "score": {"channels": [16, 32]}}}}},
+     "score.channels[0] = 16 is below 2 x d = 32"),
     ({"seeds": ["one"]}, "'one' is not of type 'integer'"),
     ({"datasets": {"synthetic": {"preset": "huge"}}}, "'huge' is not one of"),
     ({"variants": {"typo": {"model": {"use_difusion": False}}}}, "use_difusion"),

@@ -13,14 +13,16 @@ import numpy as np
 import torch
 
 from rohydr.core.errors import RohydrError
+from rohydr.core.gpu_slots import take_gpu_slot
 
 
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 
 
 def select_device(name: str = "auto") -> torch.device:
+    """`auto`: a GPU of its own (gpu_slots) when CUDA is visible, else the CPU; or the device named."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return _own_gpu() if torch.cuda.is_available() else torch.device("cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -29,7 +31,32 @@ def select_device(name: str = "auto") -> torch.device:
         raise RohydrError(f"--device {name}: device type {device.type!r} is not supported; expected {DEVICE_CHOICES}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RohydrError(f"--device {name}: CUDA is not available on this machine (use --device cpu or auto)")
+    if device.type == "cuda":
+        check_device_index(name, device.index, torch.cuda.device_count())
     return device
+
+
+def check_device_index(name: str, index: int | None, count: int) -> None:
+    if index is not None and not 0 <= index < count:
+        shown = "cuda:0" if count == 1 else f"cuda:0 ... cuda:{count - 1}"
+        raise RohydrError(f"--device {name}: this machine shows {count} CUDA device(s) ({shown}; "
+                          "CUDA_VISIBLE_DEVICES decides which); use one of them or --device auto")
+
+
+def visible_gpu_ids() -> list[str]:
+    """The visible CUDA devices' UUIDs, in CUDA order (an index where the UUID is unavailable)."""
+    ids = []
+    for index in range(torch.cuda.device_count()):
+        uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+        ids.append(f"gpu-{uuid}" if uuid is not None else f"cuda-index-{index}")
+    return ids
+
+
+def _own_gpu() -> torch.device:
+    index = take_gpu_slot(visible_gpu_ids())
+    torch.cuda.set_device(index)
+    print(f"device: cuda:{index} (a GPU slot of its own; {torch.cuda.get_device_name(index)})", flush=True)
+    return torch.device("cuda", index)
 
 
 @dataclass(frozen=True)

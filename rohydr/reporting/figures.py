@@ -31,6 +31,7 @@ import pandas as pd  # noqa: E402
 from rohydr.core.errors import RohydrError  # noqa: E402
 from rohydr.core.io import atomic_path  # noqa: E402
 from rohydr.core.vocabulary import (  # noqa: E402
+    CONVERGED,
     GROUPS,
     MISSING_PATTERNS,
     MODALITIES,
@@ -38,9 +39,11 @@ from rohydr.core.vocabulary import (  # noqa: E402
     MR_CONDITIONS,
     NOMINAL_MR,
     PATTERNS,
+    TRAINING_CONDITION,
 )
 from rohydr.reporting.evidence import PER_MR  # noqa: E402
 from rohydr.reporting.methods import COMPONENT_CMAP, Methods, literature_colors  # noqa: E402
+from rohydr.reporting.render import NOT_CONVERGED  # noqa: E402
 from rohydr.reporting.tables import (  # noqa: E402
     ALL_PATTERNS,
     COMPLETE_DATA,
@@ -82,9 +85,11 @@ class Look:
     """The methods of one `rohydr plots` call and their colours, shared by its figures."""
     methods: Methods
     colors: dict[str, str]
+    unconverged: frozenset[str] = frozenset()  # runs with a model that did not converge: labels marked
 
     def label(self, run: str) -> str:
-        return self.methods.label(run)
+        label = self.methods.label(run)
+        return f"{label} {NOT_CONVERGED}" if run in self.unconverged else label
 
     def line(self, run: str) -> dict:
         main, index = self.methods.role(run) == "main", self._baseline_index(run)
@@ -140,8 +145,11 @@ def legend_below(fig, axes, ncol: int | None = None) -> None:
                 handles[label] = handle
                 labels.append(label)
     if labels:
+        marked = any(label.endswith(NOT_CONVERGED) for label in labels)
         fig.legend([handles[label] for label in labels], labels, loc="outside lower center",
-                   ncol=ncol or min(len(labels), 4), frameon=False)
+                   ncol=ncol or min(len(labels), 4), frameon=False,
+                   title=f"{NOT_CONVERGED} not converged: a model behind it reached max_epochs still improving"
+                   if marked else None, title_fontsize=8)
 
 
 # ----------------------------------------------------------------------------- mr curves
@@ -459,6 +467,12 @@ def recovery_quality(long: pd.DataFrame, dataset: str, out_dir: Path, look: Look
 
 # ----------------------------------------------------------------------------- command
 
+def unconverged_runs(long: pd.DataFrame) -> frozenset[str]:
+    """Runs with at least one model (any protocol, any seed) whose training did not converge."""
+    trained = long[(long.condition == TRAINING_CONDITION) & (long.metric == CONVERGED)]
+    return frozenset(trained[trained.value < 1].variant)
+
+
 def plots(dataset: str, eval_paths: list, train_logs: list, out_dir, methods: Methods | None = None,
           literature: str = "auto", peers_key: str | None = None, comparison: list[str] | None = None) -> list[Path]:
     out_dir = Path(out_dir)
@@ -468,7 +482,7 @@ def plots(dataset: str, eval_paths: list, train_logs: list, out_dir, methods: Me
     peers = load_literature(literature, peers_key)
     runs = [*dict.fromkeys([*long.variant, *logs.variant])]
     methods.check(runs)
-    look = Look(methods, methods.colors(runs))
+    look = Look(methods, methods.colors(runs), unconverged_runs(long))
     patterns = one_protocol_per_run(long, (ALL_PATTERNS, COMPLETE_DATA))
     with plt.rc_context(STYLE):
         paths = [*mr_curves(long, dataset, out_dir, look, peers), *training_curves(logs, dataset, out_dir, look),

@@ -1,0 +1,71 @@
+"""One GPU per job on a workstation: a command on `--device auto` takes a GPU no other rohydr process of
+this machine holds, and keeps it until it exits.
+
+Snakemake's local executor counts GPU jobs (`--resources gpu=N`) but does not say which GPU a job may
+use, so without this every job would run on cuda:0. A slot is an exclusive `flock` on a file named by
+the GPU's UUID (not its index: under SLURM or CUDA_VISIBLE_DEVICES two jobs may both see their own GPU
+as cuda:0). The kernel drops the lock when the process ends, killed or not, so a slot is never left held.
+A job that finds every visible GPU held waits for one, so `snakemake --cores C` without a `gpu` cap
+still puts one job per GPU at a time.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, Callable
+
+LOCK_DIR_ENV = "ROHYDR_GPU_LOCK_DIR"
+_held: list[tuple[int, IO]] = []  # this process's slot (index, open locked file), kept for its lifetime
+
+
+def lock_dir() -> Path:
+    """Where the slot files live: $ROHYDR_GPU_LOCK_DIR, else a folder of this user in the temp dir."""
+    configured = os.environ.get(LOCK_DIR_ENV)
+    folder = Path(configured) if configured else Path(tempfile.gettempdir()) / f"rohydr-gpu-slots-{os.getuid()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _slot_file(identity: str) -> Path:
+    return lock_dir() / (re.sub(r"[^A-Za-z0-9._-]", "_", identity) + ".lock")
+
+
+def try_slot(identity: str) -> IO | None:
+    """The open, exclusively locked slot file of one GPU, or None when another process holds it."""
+    handle = open(_slot_file(identity), "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def take_gpu_slot(identities: list[str], poll_s: float = 1.0, say: Callable[[str], None] = print) -> int:
+    """The index (into `identities`, the visible GPUs in CUDA order) of the GPU this process now holds;
+    waits while every one is held. A second call in the same process returns the slot it holds."""
+    if not identities:
+        raise ValueError("no GPU to take a slot on")
+    if _held:
+        return _held[0][0]
+    waited = False
+    while True:
+        for index, identity in enumerate(identities):
+            handle = try_slot(identity)
+            if handle is not None:
+                _held.append((index, handle))
+                return index
+        if not waited:
+            say(f"waiting for a free GPU: all {len(identities)} visible GPU(s) are held by other rohydr jobs "
+                f"(slots in {lock_dir()})")
+            waited = True
+        time.sleep(poll_s)
+

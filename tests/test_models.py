@@ -318,6 +318,21 @@ def test_sampler_steps_follow_mode_and_argument():
     assert len(calls) == 5 + 1
 
 
+@pytest.mark.parametrize("generator", ["dit", "score_sde"])
+def test_bf16_autocast_keeps_predictions_targets_and_losses_in_fp32(generator, monkeypatch):
+    """The same autocast regions run on CUDA; CPU autocast exercises them here, with PyTorch's kernels
+    (the fused CPU kernels take fp32 only, and never run on CUDA)."""
+    monkeypatch.setenv("ROHYDR_CPU_KERNELS", "0")
+    model = make_model(generator=generator).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(*make_inputs(batch=14), pattern_avail(14))
+    assert out.y_gt.dtype == out.y_rec.dtype == torch.float32
+    assert not torch.equal(out.y_rec, out.y_rec.bfloat16().float())  # not bf16-rounded
+    assert all(f.dtype == torch.float32 for f in out.feats)  # the recovery losses' targets
+    for loss in (out.recovery.diffusion_loss, out.recovery.reconstruction_loss):
+        assert loss.dtype == torch.float32 and torch.isfinite(loss)
+
+
 def test_single_incomplete_row_trains_without_batchnorm_errors(tiny_model):
     out = tiny_model(*make_inputs(batch=3), torch.tensor([[1, 1, 1], [1, 1, 1], [0, 1, 0]], dtype=torch.bool))
     discriminator_loss(tiny_model, out).backward()

@@ -74,10 +74,16 @@ class Runtime:
         return cls(configure_runtime(args, inference), bool(args.bf16), bool(getattr(args, "compile", False)))
 
     def autocast(self):
-        """bf16 autocast on CUDA when asked for; a no-op elsewhere."""
+        """bf16 autocast on CUDA when asked for; a no-op elsewhere. The models keep what needs fp32 out of
+        it (full_precision): the extracted features (the losses' targets), predictions, noise draws."""
         if self.bf16 and self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+
+def full_precision(x: torch.Tensor):
+    """A block that autocast leaves in fp32, on x's device (docs/method.md, "Precision")."""
+    return torch.autocast(x.device.type, enabled=False)
 
 
 def configure_runtime(args, inference: bool = False) -> torch.device:

@@ -5,6 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rohydr.core.runtime import full_precision
+
 
 class EmotionHead(nn.Module):
     """(B, 6d) -> (B,) sentiment score."""
@@ -18,4 +20,5 @@ class EmotionHead(nn.Module):
 
     def forward(self, fused: torch.Tensor) -> torch.Tensor:
         h = self.proj2(F.dropout(F.relu(self.proj1(fused)), self.dropout, self.training))
-        return self.out_layer(h + fused).squeeze(1)
+        with full_precision(h):  # a bf16 prediction would round MAE, Acc-7 and model selection
+            return self.out_layer((h + fused).float()).squeeze(1)

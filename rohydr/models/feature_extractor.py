@@ -5,6 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rohydr.core.runtime import full_precision
+
 Feats = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (l, a, v), each (B, T, d)
 
 
@@ -23,4 +25,6 @@ class FeatureExtractor(nn.Module):
 
     def forward(self, text: torch.Tensor, audio: torch.Tensor, vision: torch.Tensor) -> Feats:
         text = F.dropout(text, p=self.text_dropout, training=self.training)
-        return tuple(conv(x.transpose(1, 2)).transpose(1, 2) for conv, x in zip(self.convs, (text, audio, vision)))
+        with full_precision(text):  # the recovery losses' targets and the generators' conditions
+            return tuple(conv(x.float().transpose(1, 2)).transpose(1, 2)
+                         for conv, x in zip(self.convs, (text, audio, vision)))

@@ -48,9 +48,9 @@ class NoiseSchedule(nn.Module):
     def ddpm_loss(self, eps_model: EpsModel, x0: torch.Tensor, cond, generator: torch.Generator | None = None,
                   reduction: str = "mean") -> torch.Tensor:
         """Epsilon-prediction MSE at t ~ U{0, ..., train_steps - 1}; reduction "none" gives one value per row."""
-        n = x0.shape[0]
+        n, x0 = x0.shape[0], x0.float()  # the target and its noise in fp32, even under autocast
         t = random_integers(self.train_steps, n, generator, x0.device)
-        noise = random_normal(x0.shape, generator, x0.device, x0.dtype)
+        noise = random_normal(x0.shape, generator, x0.device)
         predicted = eps_model(self.q_sample(x0, t, noise), t, cond)
         per_row = F.mse_loss(predicted.float(), noise.float(), reduction="none").flatten(1).mean(dim=1)
         if reduction == "none":

@@ -133,9 +133,9 @@ def score_matching_loss(score_model, sde: VESDE, x0: torch.Tensor, cond: torch.T
     """Denoising score matching, one value per row: mean over (T, d) of (std(t) score(x_t, t) + z)^2 with
     t ~ U(eps, 1), x_t = x0 + std(t) z. IMDer sums over (T, d); the mean keeps the loss's scale independent
     of the sequence size, like the DDPM loss (docs/method.md)."""
-    n = x0.shape[0]
+    n, x0 = x0.shape[0], x0.float()  # the target and its noise in fp32, even under autocast
     t = random_uniform(n, generator, x0.device) * (1 - eps) + eps
-    z = random_normal(x0.shape, generator, x0.device, x0.dtype)
+    z = random_normal(x0.shape, generator, x0.device)
     std = sde.marginal_std(t)[:, None, None]
     score = score_model(x0 + std * z, t, cond)
     return (score.float() * std + z.float()).pow(2).flatten(1).mean(dim=1)

@@ -122,7 +122,8 @@ def score_sde_known_answer(condition_removed: bool):
 
 
 CONDITION_REMOVED_FAILS = pytest.param(True, marks=pytest.mark.xfail(
-    strict=True, reason="without its condition a generator can only learn the marginal: its samples' mean is a constant"))
+    strict=True,
+    reason="without its condition a generator can only learn the marginal: its samples' mean is a constant"))
 
 
 def assert_recovers(found: dict) -> None:

@@ -46,8 +46,8 @@ class EpochLoop:
 
     With a generator stage (`stage_epochs` > 0 and its callables), it runs first: its own epochs, validated
     by `stage_monitors` (one per loss), until `stage_early_stop` epochs in which none of them improved, or
-    `stage_epochs`; they neither select the model nor step the scheduler. Each row's `phase` says which part trained it, so a
-    resumed run knows where it stands from its rows alone."""
+    `stage_epochs`; they neither select the model nor step the scheduler. Each row's `phase` says which
+    part trained it, so a resumed run knows where it stands from its rows alone."""
 
     model: torch.nn.Module
     optimizers: dict[str, torch.optim.Optimizer]

@@ -10,13 +10,14 @@ still puts one job per GPU at a time.
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import tempfile
 import time
 from pathlib import Path
 from typing import IO, Callable
+
+from rohydr.core.io import try_lock
 
 LOCK_DIR_ENV = "ROHYDR_GPU_LOCK_DIR"
 _held: list[tuple[int, IO]] = []  # this process's slot (index, open locked file), kept for its lifetime
@@ -34,21 +35,6 @@ def _slot_file(identity: str) -> Path:
     return lock_dir() / (re.sub(r"[^A-Za-z0-9._-]", "_", identity) + ".lock")
 
 
-def try_slot(identity: str) -> IO | None:
-    """The open, exclusively locked slot file of one GPU, or None when another process holds it."""
-    handle = open(_slot_file(identity), "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        return None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
-    return handle
-
-
 def take_gpu_slot(identities: list[str], poll_s: float = 1.0, say: Callable[[str], None] = print) -> int:
     """The index (into `identities`, the visible GPUs in CUDA order) of the GPU this process now holds;
     waits while every one is held. A second call in the same process returns the slot it holds."""
@@ -59,7 +45,7 @@ def take_gpu_slot(identities: list[str], poll_s: float = 1.0, say: Callable[[str
     waited = False
     while True:
         for index, identity in enumerate(identities):
-            handle = try_slot(identity)
+            handle = try_lock(_slot_file(identity))
             if handle is not None:
                 _held.append((index, handle))
                 return index

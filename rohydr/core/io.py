@@ -12,6 +12,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import IO
 
 from rohydr.core.errors import RohydrError
 
@@ -106,22 +107,41 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def try_lock(path: str | os.PathLike) -> IO | None:
+    """The open lock file at `path`, exclusively flock-ed by this process and holding its pid, or None when
+    another process holds it. The kernel drops the lock when the file is closed or the process ends."""
+    lock = open(path, "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    _write_holder(lock)
+    return lock
+
+
+def _write_holder(lock: IO) -> None:
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+
+
 @contextlib.contextmanager
 def sole_writer(target: str | os.PathLike):
     """Hold an exclusive lock on `target` for the block: a second process writing the same output (a job
     left running by a killed Snakemake, and its rerun) waits until the first has finished."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.with_name(f".{target.name}.lock"), "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "?"
-            print(f"waiting for process {holder}, which is writing {target} (a job left over from a killed "
-                  "run?); kill it to stop waiting", flush=True)
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        lock.truncate(0)
-        lock.write(f"{os.getpid()}\n")
-        lock.flush()
+    path = target.with_name(f".{target.name}.lock")
+    lock = try_lock(path)
+    if lock is None:
+        lock = open(path, "a+")
+        lock.seek(0)
+        holder = lock.read().strip() or "?"
+        print(f"waiting for process {holder}, which is writing {target} (a job left over from a killed "
+              "run?); kill it to stop waiting", flush=True)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _write_holder(lock)
+    with lock:
         yield

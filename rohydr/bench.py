@@ -59,8 +59,15 @@ def timed(device: torch.device, fn, *args, **kwargs) -> float:
     return time.perf_counter() - start
 
 
-def time_training(runner: StageRunner, split, batches: int, device: torch.device) -> dict:
-    """Seconds per batch of each stage at the training MR, averaged over `batches` batches."""
+# Warm-up: CUDA's first batch pays for kernel selection; a compiled model compiles each new shape (the rows
+# of each missing pattern vary per batch) until it compiles them as dynamic. Batches are run untimed until one
+# takes no more than WARM_RATIO x the fastest before it, WARMUP_LIMIT at most.
+WARM_RATIO, WARMUP_LIMIT = 1.25, 10
+
+
+def time_training(runner: StageRunner, split, batches: int, device: torch.device, compiled: bool = False) -> dict:
+    """Seconds per batch of each stage at the training MR, averaged over `batches` batches after the warm-up;
+    also "warmup_batches", how many ran untimed."""
     cfg = runner.cfg
     rng = np.random.default_rng(0)
     avail = torch.from_numpy(draw_mr_masks(len(split), cfg.train_mr, rng)).to(device)
@@ -71,18 +78,27 @@ def time_training(runner: StageRunner, split, batches: int, device: torch.device
         stages = ["joint"]
     elif cfg.reuse_forward:
         stages = ["shared_forward"]  # the three stages from one forward: not separable in time
-    seconds = {stage: 0.0 for stage in stages}
-    warmup = 1 if device.type == "cuda" else 0  # CUDA: the first batch pays for kernel selection
     runner.model.train()
-    for b in range(batches + warmup):
+
+    def run_batch(b: int) -> dict[str, float]:
         index = order[(b * cfg.batch_size) % len(split):][:cfg.batch_size].to(device)
         batch, batch_avail = split.batch(index), avail[index]
-        for stage in stages:
-            extra = {"has_missing": True} if stage in ("joint", "shared_forward") else {}
-            elapsed = timed(device, getattr(runner, stage), batch, batch_avail, **extra)
-            if b >= warmup:
-                seconds[stage] += elapsed
-    return {stage: total / batches for stage, total in seconds.items()}
+        return {stage: timed(device, getattr(runner, stage), batch, batch_avail,
+                             **({"has_missing": True} if stage in ("joint", "shared_forward") else {}))
+                for stage in stages}
+
+    warmup, fastest = 0, math.inf
+    while (compiled or device.type == "cuda") and warmup < WARMUP_LIMIT:
+        elapsed = sum(run_batch(warmup).values())
+        warmup += 1
+        if not compiled or (warmup > 1 and elapsed <= WARM_RATIO * fastest):
+            break
+        fastest = min(fastest, elapsed)
+    seconds = {stage: 0.0 for stage in stages}
+    for b in range(warmup, warmup + batches):
+        for stage, elapsed in run_batch(b).items():
+            seconds[stage] += elapsed
+    return {**{stage: total / batches for stage, total in seconds.items()}, "warmup_batches": warmup}
 
 
 BERT_BASE = {"vocab": 30522, "width": 768, "layers": 12, "heads": 12, "ffn": 3072}
@@ -166,7 +182,8 @@ def bench(preset: str, overrides: list[dict], data: str | None, batches: int, ev
         if runtime.compile:
             model.compile_denoisers()
         runner = StageRunner(model, run_config, runtime, stage="all")
-        per_batch = time_training(runner, train_split, batches, device)
+        per_batch = time_training(runner, train_split, batches, device, compiled=runtime.compile)
+        warmup = per_batch.pop("warmup_batches")
         train_peak = peak_memory_mb(device)  # before the test split is loaded
 
         with FeatureStore(path) as store:
@@ -180,7 +197,7 @@ def bench(preset: str, overrides: list[dict], data: str | None, batches: int, ev
     n_batches = math.ceil(len(train_split) / run_config.train.batch_size)
     return {
         "preset": preset, "overrides": overrides, "faithful": faithful, "device": str(device), "bf16": runtime.bf16,
-        "compile": runtime.compile,
+        "compile": runtime.compile, "warmup_batches": warmup,
         "threads": torch.get_num_threads(), "batch_size": run_config.train.batch_size,
         "train_mr": run_config.train.train_mr, "train_samples": len(train_split),
         "seconds_per_batch": {**{k: round(v, 4) for k, v in per_batch.items()}, "total": round(batch_seconds, 4)},

@@ -333,6 +333,16 @@ def test_bf16_autocast_keeps_predictions_targets_and_losses_in_fp32(generator, m
         assert loss.dtype == torch.float32 and torch.isfinite(loss)
 
 
+def test_attention_softmax_stays_fp32_under_bf16_autocast():
+    q, k, v = (torch.randn(2, 4, 9, 8, requires_grad=True) for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = DroppedAttention.apply(q.bfloat16(), k.bfloat16(), v.bfloat16(), None, 0.1)
+    log_norm = out.grad_fn.saved_tensors[4]  # each row's log-sum-exp, from which backward recomputes the weights
+    assert out.dtype == torch.bfloat16 and log_norm.dtype == torch.float32
+    out.float().sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+
+
 def test_single_incomplete_row_trains_without_batchnorm_errors(tiny_model):
     out = tiny_model(*make_inputs(batch=3), torch.tensor([[1, 1, 1], [1, 1, 1], [0, 1, 0]], dtype=torch.bool))
     discriminator_loss(tiny_model, out).backward()

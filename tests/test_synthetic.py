@@ -126,7 +126,7 @@ def test_synth_writes_optimum_figures_that_a_fresh_large_sample_confirms(tmp_pat
 def test_synth_refuses_a_redundancy_outside_0_1(tmp_path):
     out = tmp_path / "bad.pkl"
     result = run_cli("synth", out, "--sizes", 4, 2, 2, "--length", 5, "--redundancy", 1.5, check=False)
-    assert result.returncode == 2 and "redundancy must lie in [0, 1], got 1.5" in result.stderr
+    assert result.returncode == 2 and "argument --redundancy: 1.5 is outside [0, 1]" in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 

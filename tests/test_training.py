@@ -204,7 +204,7 @@ def test_bench_reports_every_figure(workspace, tmp_path):
                      "--json", out, "--device", "cpu")
     figures = json.loads(out.read_text())
     assert set(figures["seconds_per_batch"]) == {"shared_forward", "total"}
-    assert figures["eval_samples"] == 8 and figures["peak_memory_mb"] > 0
+    assert figures["eval_samples"] == 8 and figures["peak_memory_mb"] > 0 and figures["warmup_batches"] == 0
     assert figures["reference_eval_seconds"] > figures["reference_text_encoder_seconds"] > 0
     assert figures["eval_ratio_to_reference"] > 0 and figures["eval_ratio_to_reference_same_kernels"] > 0
     assert "train epoch" in result.stdout
@@ -262,3 +262,23 @@ def test_convergence_is_early_stopping_not_max_epochs(tmp_path, capsys, values, 
     rows = read_log(tmp_path / "log.csv")
     assert [row["converged"] for row in rows] == [""] * (epochs - 1) + [str(int(converged))]
     assert ("not converged: reached max_epochs" in capsys.readouterr().out) is not converged
+
+
+@pytest.mark.parametrize("generator", ["dit", "score_sde"])
+def test_compiled_generators_train_the_default_step(workspace, generator):
+    """torch.compile with its default backend (the CPU inductor here, as on CUDA) through the default training
+    step: one shared forward whose graph each of the three stages differentiates (retain_graph)."""
+    run_config = build_run_config("tiny", FAST, {"model": {"generator": generator}})
+    with FeatureStore(workspace["h5"]) as store:
+        split = store.split("train")
+        model = build_model(run_config, store.dims, store.length)
+    model.compile_denoisers()
+    runner = StageRunner(model, run_config, Runtime(torch.device("cpu")), stage="all")
+    before = [p.detach().clone() for p in model.diffusion.parameters()]
+    patterns = torch.tensor([[1, 0, 0], [0, 1, 1], [1, 1, 0], [1, 1, 1]], dtype=torch.bool)
+    for start, rows in ((0, [4, 4, 4, 4]), (16, [6, 2, 5, 3])):  # other row counts: the recompile to dynamic ones
+        avail = patterns.repeat_interleave(torch.tensor(rows), dim=0)
+        runner.batch(split.batch(torch.arange(start, start + 16)), avail, has_missing=True)
+    means = runner.epoch_means()
+    assert all(np.isfinite(means[key]) for key in ("stage1_loss", "stage2_loss", "stage3_loss")), means
+    assert any(not torch.equal(p, q) for p, q in zip(model.diffusion.parameters(), before))

@@ -1,6 +1,6 @@
 """Hyper-parameters: the paper's presets (MOSI, MOSEI), small presets for CPU runs, and overrides.
 
-A run configuration is a nested dict with two sections, `model` and `train`. It is built from a
+A run configuration is a nested dict with three sections, `model`, `pretrain` and `train`. It is built from a
 preset and any number of override dicts (deep-merged in order) and checked against the typed models
 below (pydantic, strict): a misspelled key, a value of the wrong type ("false" for a boolean, "0.002"
 for a number) or out of range (a dropout of 1.5, 0 epochs) fails loudly instead of being ignored.
@@ -24,8 +24,9 @@ Dropout = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class _Section(BaseModel):
-    # strict: "false" is not a boolean, "0.002" is not a number, 2.0 is not a count; ints pass as floats
-    model_config = ConfigDict(strict=True, extra="forbid", validate_assignment=True)
+    # strict: "false" is not a boolean, "0.002" is not a number, 2.0 is not a count, inf and nan are not
+    # values of any setting; ints pass as floats
+    model_config = ConfigDict(strict=True, extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     def to_dict(self) -> dict:
         return self.model_dump()
@@ -329,10 +330,29 @@ def run_config_from_dict(values: dict) -> RunConfig:
 
 
 def load_run_config(path: str | Path) -> RunConfig:
+    """A run configuration file as `rohydr config` writes it: whole, since a key left out would silently
+    take the MOSI preset's value."""
     from rohydr.core.errors import RohydrError
 
     try:
         with open(path) as handle:
-            return run_config_from_dict(json.load(handle))
+            values = json.load(handle)
+        missing = _missing_keys(RunConfig, values)
+        if missing:
+            raise ValueError(f"lacks {', '.join(missing)}: write it whole with `rohydr config` (a key left out "
+                             "would take the MOSI preset's value)")
+        return run_config_from_dict(values)
     except (OSError, json.JSONDecodeError, ValueError, TypeError) as error:
         raise RohydrError(f"run configuration {path}: {error}") from None
+
+
+def _missing_keys(section: type[BaseModel], values, prefix: str = "") -> list[str]:
+    if not isinstance(values, dict):
+        return [f"{prefix.rstrip('.') or 'the whole'} (a JSON object expected)"]
+    missing = []
+    for name, field in section.model_fields.items():
+        if name not in values:
+            missing.append(prefix + name)
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            missing += _missing_keys(field.annotation, values[name], f"{prefix}{name}.")
+    return missing

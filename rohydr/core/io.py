@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import glob
 import hashlib
 import os
 import re
@@ -25,7 +26,8 @@ def atomic_path(target: str | os.PathLike):
     default_hook, sys.unraisablehook = sys.unraisablehook, _quiet_hdf5_write_failures
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        _remove_stale_parts(target)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".part", dir=target.parent)
         os.close(fd)
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
@@ -40,6 +42,70 @@ def atomic_path(target: str | os.PathLike):
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _remove_stale_parts(target: Path) -> None:
+    """The temporary files of earlier writers of `target` that were killed (SIGKILL, a lost node) before
+    they could remove them: each name holds its writer's pid."""
+    for part in target.parent.glob(f".{glob.escape(target.name)}.*.part"):
+        pid = part.name[len(target.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            part.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def check_command_paths(inputs: dict[str, list], outputs: dict[str, list], folders: dict[str, list]) -> None:
+    """Refuse a command before it does any work when an input is missing, an output is one of its inputs,
+    two outputs are one path, or an output cannot be written where it is asked for. Each dict maps the
+    argument's name (as the user typed it: --out, PICKLE) to its paths; `folders` are output folders."""
+    named_inputs = [(name, Path(path)) for name, paths in inputs.items() for path in paths if path is not None]
+    named_outputs = [(name, Path(path)) for name, paths in outputs.items() for path in paths if path is not None]
+    for name, path in named_inputs:
+        if not path.exists():
+            raise RohydrError(f"{name} {path}: no such file or folder")
+    seen: dict[str, str] = {}
+    for name, path in named_outputs:
+        for input_name, input_path in named_inputs:
+            if _same_file(path, input_path):
+                raise RohydrError(f"{name} {path} is also the input {input_name}: an output never replaces an input")
+        key = os.path.realpath(path)
+        if key in seen:
+            raise RohydrError(f"{seen[key]} and {name} are both {path}: each output needs a path of its own")
+        seen[key] = name
+        if path.is_dir():
+            raise RohydrError(f"{name} {path} is a folder; expected a file path")
+        _check_writable_folder(name, path.parent)
+    for name, paths in folders.items():
+        for path in filter(None, paths):
+            if Path(path).exists() and not Path(path).is_dir():
+                raise RohydrError(f"{name} {path} is a file; expected a folder")
+            _check_writable_folder(name, Path(path))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _check_writable_folder(name: str, folder: Path) -> None:
+    """The folder, or the nearest of its parents that exists, must be a folder this process can write in."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RohydrError(f"{name}: cannot write in {folder}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RohydrError(f"{name}: cannot write in {folder}: {existing} is not writable by this user")
 
 
 def ensure_free_space(target: str | os.PathLike, needed: int) -> None:

@@ -12,6 +12,8 @@ import numpy as np
 from rohydr.core.errors import NonFiniteError
 
 METRICS = ("acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "acc5", "acc7", "mae", "corr")
+# Where each metric's values lie: the accuracies and F1 scores are fractions, MAE a mean absolute error.
+RANGES = {**dict.fromkeys(METRICS[:6], (0.0, 1.0)), "mae": (0.0, float("inf")), "corr": (-1.0, 1.0)}
 LABELS = {
     "acc2_has0": "Acc-2 (has-0)",
     "f1_has0": "F1 (has-0)",

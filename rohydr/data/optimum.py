@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import ndtr
 
+from rohydr.core.errors import RohydrError
 from rohydr.core.io import atomic_path
 from rohydr.core.metrics import METRICS, score
 from rohydr.core.vocabulary import FEATURE_KEYS, MISSING_PATTERNS, PATTERNS
@@ -276,15 +277,19 @@ def score_masks(samples: dict[str, dict[str, np.ndarray]], labels: np.ndarray, m
 
 def read_samples(path) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray]:
     """(pattern -> prediction kind -> (N,), labels (N,)) from a samples file, for score_masks."""
-    with gzip.open(path, "rt") as file:
-        header = file.readline().strip().split(",")
-        rows = [line.rstrip("\n").split(",") for line in file]
-    column = {name: i for i, name in enumerate(header)}
-    samples = {}
-    for pattern in PATTERNS:
-        values = np.array([[float(r[column[k]]) for k in ("label", *PREDICTIONS)] for r in rows
-                           if r[column["pattern"]] == pattern]).reshape(-1, 1 + len(PREDICTIONS))
-        samples[pattern] = dict(zip(PREDICTIONS, values[:, 1:].T))
+    try:
+        with gzip.open(path, "rt") as file:
+            header = file.readline().strip().split(",")
+            rows = [line.rstrip("\n").split(",") for line in file]
+        column = {name: i for i, name in enumerate(header)}
+        samples = {}
+        for pattern in PATTERNS:
+            values = np.array([[float(r[column[k]]) for k in ("label", *PREDICTIONS)] for r in rows
+                               if r[column["pattern"]] == pattern]).reshape(-1, 1 + len(PREDICTIONS))
+            samples[pattern] = dict(zip(PREDICTIONS, values[:, 1:].T))
+    except (OSError, EOFError, UnicodeDecodeError, KeyError, IndexError, ValueError) as error:
+        raise RohydrError(f"optimum samples {path}: not an optimum_samples.csv.gz of `rohydr synth` "
+                          f"({type(error).__name__}: {error})") from None
     return samples, values[:, 0]
 
 

@@ -330,8 +330,9 @@ def _fill_statistics(report: dict, data: dict, summaries: dict, checker: _Checke
         stats = _label_stats(summary["labels"])
         report["splits"][split] = {"n": summary["n"], "labels": stats}
         if stats["n_beyond_3"]:
-            checker.warn(f"split '{split}' has {stats['n_beyond_3']} label(s) beyond |3| "
-                         f"(min {stats['min']:.3f}, max {stats['max']:.3f}); metrics clip them to [-3, 3]")
+            checker.warn(f"split '{split}' has {stats['n_beyond_3']} label(s) beyond |3| (min {stats['min']:.3f}, "
+                         f"max {stats['max']:.3f}); Acc-5 and Acc-7 clip labels and predictions to [-2, 2] and "
+                         "[-3, 3] (as MMSA does); MAE, Corr and the binary metrics take them as they are")
         kinds = {key: nonfinite_counts(data[split][key]) for key in FEATURE_KEYS if key in data[split]}
         report["nonfinite_kinds"][split] = kinds
         report["nonfinite"][split] = {key: sum(counts.values()) for key, counts in kinds.items()}

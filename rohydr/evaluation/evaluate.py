@@ -12,8 +12,9 @@ import gzip
 import numpy as np
 import pandas as pd
 
-from rohydr.core.errors import NonFiniteError
+from rohydr.core.errors import NonFiniteError, RohydrError
 from rohydr.core.io import atomic_path, sha256_file
+from rohydr.core.layout import EVAL_COLUMNS, EVAL_IDENTITY
 from rohydr.core.metrics import score
 from rohydr.core.progress import progress
 from rohydr.core.runtime import Runtime
@@ -99,7 +100,9 @@ def as_zero_fill(model, pretrained: bool) -> None:
 
 
 def evaluate(data: str, model_path: str, masks_path: str, seed: int, split_name: str, out: str,
-             predictions_path: str, runtime: Runtime, zeros_for_missing: bool = False) -> pd.DataFrame:
+             predictions_path: str, runtime: Runtime, zeros_for_missing: bool = False,
+             identity: tuple[str, str] | None = None) -> pd.DataFrame:
+    """`identity`: (run, protocol), written into eval.csv with the seed for the tables to check."""
     model, payload = load_model(model_path, runtime.device)
     if zeros_for_missing:
         as_zero_fill(model, pretrained=payload["kind"] == "pretrain")
@@ -122,7 +125,9 @@ def evaluate(data: str, model_path: str, masks_path: str, seed: int, split_name:
         except NonFiniteError as error:  # score() refuses them; say which model and condition
             raise NonFiniteError(f"model {model_path}, condition {condition!r} ({split_name} split): {error} "
                                  "(a diverged or damaged model)") from None
-    table = pd.DataFrame(rows + training_rows(payload), columns=["condition", "metric", "value"])
+    table = pd.DataFrame(rows + training_rows(payload), columns=list(EVAL_COLUMNS))
+    if identity is not None:
+        table = pd.concat([pd.DataFrame([[*identity, seed]] * len(table), columns=list(EVAL_IDENTITY)), table], axis=1)
     write_predictions(predictions_path, split.ids, labels, by_pattern)
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
@@ -130,8 +135,11 @@ def evaluate(data: str, model_path: str, masks_path: str, seed: int, split_name:
 
 
 def cli_evaluate(args) -> int:
+    if bool(args.run) != bool(args.protocol):
+        raise RohydrError("evaluate: --run and --protocol name the scores together; give both or neither")
     table = evaluate(args.data, args.model, args.masks, args.seed, args.split, args.out, args.predictions,
-                     Runtime.from_args(args, inference=True), zeros_for_missing=args.zeros_for_missing)
+                     Runtime.from_args(args, inference=True), zeros_for_missing=args.zeros_for_missing,
+                     identity=(args.run, args.protocol) if args.run else None)
     wide = table[table.metric.isin(["acc2_non0", "f1_non0", "mae"])].pivot(index="condition", columns="metric",
                                                                           values="value")
     print(wide.round(4).to_string())

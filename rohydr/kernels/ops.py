@@ -98,13 +98,13 @@ class DroppedAttention(torch.autograd.Function):
     @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx, q, k, v, allowed, dropout: float):
         scale = q.shape[-1] ** -0.5
-        scores = _masked_scores(q, k, scale, allowed)  # (B, heads, T, S)
+        scores = _masked_scores(q, k, scale, allowed)  # (B, heads, T, S), fp32 under autocast too
         log_norm = torch.logsumexp(scores, dim=-1, keepdim=True)
         keep = _keep_mask(scores, dropout)
         weights = scores.sub_(log_norm).exp_().mul_(keep).mul_(1 / (1 - dropout))
         ctx.save_for_backward(q, k, v, keep, log_norm, allowed)
         ctx.scale, ctx.dropout = scale, dropout
-        return torch.matmul(weights, v)
+        return torch.matmul(weights.to(v.dtype), v)
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
@@ -112,10 +112,10 @@ class DroppedAttention(torch.autograd.Function):
         q, k, v, keep, log_norm, allowed = ctx.saved_tensors
         keep_scale = 1 / (1 - ctx.dropout)
         probabilities = _masked_scores(q, k, ctx.scale, allowed).sub_(log_norm).exp_()
-        weights = probabilities * keep * keep_scale
+        weights = (probabilities * keep * keep_scale).to(grad_out.dtype)
         grad_v = torch.matmul(weights.transpose(-1, -2), grad_out)
         grad_p = torch.matmul(grad_out, v.transpose(-1, -2)).mul_(keep).mul_(keep_scale)
-        grad_scores = probabilities.mul_(grad_p - (grad_p * probabilities).sum(dim=-1, keepdim=True))
+        grad_scores = probabilities.mul_(grad_p - (grad_p * probabilities).sum(dim=-1, keepdim=True)).to(q.dtype)
         grad_q = torch.matmul(grad_scores, k).mul_(ctx.scale)
         grad_k = torch.matmul(grad_scores.transpose(-1, -2), q).mul_(ctx.scale)
         return grad_q, grad_k, grad_v, None, None
@@ -146,7 +146,10 @@ def _keep_mask(like: torch.Tensor, p: float) -> torch.Tensor:
 
 
 def _masked_scores(q, k, scale: float, allowed: torch.Tensor | None) -> torch.Tensor:
+    """Attention scores in fp32: under bf16 autocast the product is bf16, and a softmax of bf16 scores keeps
+    about two significant digits of each weight."""
     scores = torch.matmul(q * scale, k.transpose(-1, -2))
+    scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
     return scores if allowed is None else scores.masked_fill_(~allowed, float("-inf"))
 
 

@@ -98,6 +98,8 @@ class RoHyDR(nn.Module):
         self.statistics = FeatureStatistics(self.seq_len, d)  # of the training split; set by training
         self.ridge = RidgeFill(self.seq_len, d) if config.recovery == "ridge_fill" else None
         self.denoisers = {m: self._denoiser(self.diffusion[m]) for m in MODALITIES}  # see compile_denoisers
+        # the losses' calls under grad keep only their inputs for backward (recomputed_in_backward)
+        self.loss_denoisers = {m: recomputed_in_backward(denoiser) for m, denoiser in self.denoisers.items()}
 
     def _make_generator(self) -> nn.Module:
         cfg = self.config
@@ -115,8 +117,19 @@ class RoHyDR(nn.Module):
     def compile_denoisers(self, **options) -> None:
         """Run the generators' repeated calls (one per sampler step) through torch.compile, for any number
         of rows. On CUDA it fuses the many small kernels of a call; on a CPU it measured no gain."""
-        self.denoisers = {m: torch.compile(self._denoiser(self.diffusion[m]), dynamic=True, **options)
+        # A compiled backward "donates" its saved buffers (frees them as it runs) unless told not to; the shared
+        # forward differentiates one graph once per stage (retain_graph=True), which donation forbids.
+        import torch._functorch.config as functorch_config
+
+        functorch_config.donated_buffer = False
+        # dynamic=None: the first shapes compile static, a second batch size recompiles the row count as dynamic;
+        # the sequence length stays static (dynamic=True makes it symbolic too, which the ScoreNet's padding
+        # to a multiple of its strides cannot be compiled with)
+        self.denoisers = {m: torch.compile(self._denoiser(self.diffusion[m]), dynamic=None, **options)
                           for m in MODALITIES}
+        # compiled, a call plans what its backward keeps and recomputes itself; activation checkpointing around it
+        # fails when a recompilation between the forward and the recomputation saves other tensors
+        self.loss_denoisers = self.denoisers
 
     # ----------------------------------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -284,13 +297,13 @@ class RoHyDR(nn.Module):
             score = cfg.score
             sample = sde_sample(self.denoisers[m], self.sde, cond, start, steps, score.sampler, score.snr)
             if target is not None:
-                loss = score_matching_loss(recomputed_in_backward(self.denoisers[m]), self.sde, target, cond, generator)
+                loss = score_matching_loss(self.loss_denoisers[m], self.sde, target, cond, generator)
             return sample, loss
         cond_embedding = self.diffusion[m].embed_condition(cond)
         with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.grad_through_sampler):
             sample = self.schedule.ddim_sample(self.denoisers[m], cond_embedding, start, steps, self._clip_x0(m))
         if target is not None:
-            loss = self.schedule.ddpm_loss(recomputed_in_backward(self.denoisers[m]), target, cond_embedding,
+            loss = self.schedule.ddpm_loss(self.loss_denoisers[m], target, cond_embedding,
                                            generator, reduction="none")
         return sample, loss
 

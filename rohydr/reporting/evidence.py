@@ -15,13 +15,14 @@ import numpy as np
 import pandas as pd
 
 from rohydr.core.errors import RohydrError
+from rohydr.core.layout import PER_MR
+from rohydr.core.metrics import METRICS
 from rohydr.core.vocabulary import MR_CONDITIONS, PATTERNS, pattern_codes
 from rohydr.data.masks import load_masks
 from rohydr.data.optimum import PREDICTION_OF, read_samples
 from rohydr.reporting.uncertainty import BOOTSTRAPPED, Estimate, collapse, estimate, resample_counts, seed_values
 
 OPTIMUM = ("optimum", "bayes")
-PER_MR = "per_mr"
 AVERAGES = {"avg_patterns": ("l", "a", "v", "la", "lv", "av"), "avg_mr": MR_CONDITIONS}
 
 
@@ -50,6 +51,10 @@ def gather(by_pattern: dict[str, np.ndarray], mask: np.ndarray, where: str) -> n
         rows = codes == CODE_OF[name]
         out[rows] = by_pattern[name][rows]
     return out
+
+
+# A test split with fewer rows than this (of those a metric keeps) gives no interval worth printing.
+MIN_TEST_ROWS = 10
 
 
 class Evidence:
@@ -103,6 +108,22 @@ class Evidence:
                     self.models[(run, PER_MR)].setdefault(seed, {})[condition] = by_pattern
 
     # ------------------------------------------------------------------------------------------
+    def undefined(self, metric: str) -> str:
+        """Why the test labels cannot give `metric` (or a difference of it) a value with an interval; "" if they
+        can. The non-0 metrics keep the rows whose label is not 0; a binary metric needs both classes."""
+        metric = metric.removeprefix("delta_").removeprefix("gap_")
+        if metric not in METRICS:
+            return ""
+        labels = self.labels[self.labels != 0] if metric.endswith("non0") else self.labels
+        rows = "non-0 test labels" if metric.endswith("non0") else "test labels"
+        if len(labels) < MIN_TEST_ROWS:
+            return f"{len(labels)} {rows}"
+        if metric.startswith(("acc2", "f1")):
+            positive = labels > 0 if metric.endswith("non0") else labels >= 0
+            if positive.all() or not positive.any():
+                return f"all {rows} of one sign"
+        return ""
+
     def seeds(self, source) -> list[int]:
         if source == OPTIMUM:
             return sorted(self.masks) if self.optimum is not None else []

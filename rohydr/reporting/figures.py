@@ -41,7 +41,7 @@ from rohydr.core.vocabulary import (  # noqa: E402
     PATTERNS,
     TRAINING_CONDITION,
 )
-from rohydr.reporting.evidence import PER_MR  # noqa: E402
+from rohydr.core.layout import PER_MR  # noqa: E402
 from rohydr.reporting.methods import COMPONENT_CMAP, Methods, literature_colors  # noqa: E402
 from rohydr.reporting.render import NOT_CONVERGED  # noqa: E402
 from rohydr.reporting.tables import (  # noqa: E402

@@ -34,6 +34,7 @@ class Stat:
     low: float = math.nan  # 95 % interval over test rows and seeds (rohydr/reporting/uncertainty.py)
     high: float = math.nan
     flag: str = ""  # printed after the cell: SIGNIFICANT or COLLAPSED
+    undefined: str = ""  # why the test split cannot give this metric (printed "n/a (why)" instead of a number)
 
     @property
     def has_interval(self) -> bool:
@@ -108,6 +109,8 @@ def interval_text(metric: str, stat: Stat) -> str | None:
 
 
 def stat_text(metric: str, stat: Stat) -> str:
+    if stat.undefined:
+        return f"n/a ({stat.undefined})"
     mean, std = stat_parts(metric, stat)
     text = mean if std is None else f"{mean} ± {std}"
     interval = interval_text(metric, stat)
@@ -119,7 +122,7 @@ def marks(table: Table) -> dict[tuple[int, Column], str]:
     found = {}
     for column in (c for c in table.columns if c.ranked):
         printed = {i: float(_number(column.metric, row.cells[column].mean)) for i, row in enumerate(table.rows)
-                   if row.kind == "ours" and column in row.cells}
+                   if row.kind == "ours" and column in row.cells and not row.cells[column].undefined}
         if len(printed) < 2:
             continue
         levels = sorted(set(printed.values()), reverse=column.metric not in LOWER_IS_BETTER)

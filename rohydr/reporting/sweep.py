@@ -29,6 +29,10 @@ def sweep_points(tables: list, redundancy: list[float]) -> pd.DataFrame:
             table = pd.read_csv(path)
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
             raise RohydrError(f"sweep-plot: table {path}: not a readable CSV ({error})") from None
+        columns = {"row", "kind", "condition", "metric", "mean", "ci_low", "ci_high"}
+        if not columns <= set(table.columns):
+            raise RohydrError(f"sweep-plot: table {path} lacks column(s) {sorted(columns - set(table.columns))}; "
+                              "expected the missing_patterns.csv of `rohydr aggregate`")
         part = table[(table.condition == "avg_patterns") & (table.metric == "acc2_non0") & (table.kind != "quoted")]
         if part.empty:
             raise RohydrError(f"sweep-plot: table {path} has no Avg. Acc-2 (non-0); expected missing_patterns.csv")

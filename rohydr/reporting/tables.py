@@ -33,7 +33,8 @@ import pandas as pd
 
 from rohydr.core.errors import RohydrError
 from rohydr.core.io import write_text_atomic
-from rohydr.core.metrics import METRICS
+from rohydr.core.layout import ALL_PATTERNS, COMPLETE_DATA, EVAL_COLUMNS, EVAL_IDENTITY, PER_MR
+from rohydr.core.metrics import METRICS, RANGES, score
 from rohydr.core.vocabulary import (
     BATCH_CONDITION,
     CONDITIONS,
@@ -46,7 +47,7 @@ from rohydr.core.vocabulary import (
     TRAINING_CONDITION,
 )
 from rohydr.data.optimum import score_masks
-from rohydr.reporting.evidence import AVERAGES, Evidence, OPTIMUM, PER_MR
+from rohydr.reporting.evidence import AVERAGES, Evidence, OPTIMUM
 from rohydr.reporting.methods import Methods
 from rohydr.reporting.render import (
     COLLAPSED,
@@ -67,10 +68,6 @@ PEER_COLUMNS = ("dataset", "method", "source", "condition", "acc2_non0", "f1_non
 
 # ----------------------------------------------------------------------------- reading
 
-COMPLETE_DATA = "complete_data"  # the protocol folder of the runs built on the pretrained backbone
-ALL_PATTERNS = "all_patterns"
-
-
 def run_of(path: Path) -> tuple[str, str, int]:
     """(run, protocol, seed) from .../{run}/{protocol}/seed{seed}/eval.csv."""
     match = re.fullmatch(r"seed(\d+)", path.parent.name)
@@ -80,27 +77,57 @@ def run_of(path: Path) -> tuple[str, str, int]:
     return path.parent.parent.parent.name, path.parent.parent.name, int(match.group(1))
 
 
-def read_eval(path: Path) -> pd.DataFrame:
+def value_range(metric: str) -> tuple[float, float]:
+    """Where the values of an eval.csv metric lie."""
+    if metric in RANGES:
+        return RANGES[metric]
+    if metric.startswith("rec_cos_"):
+        return -1.0, 1.0
+    if metric in ("missing_rate", CONVERGED):
+        return 0.0, 1.0
+    return 0.0, math.inf  # rec_mse_*, epochs
+
+
+def read_eval(path: Path, identity: tuple[str, str, int]) -> pd.DataFrame:
+    """An eval.csv of `rohydr evaluate`, checked: the run, protocol and seed it names (where it names them)
+    are its folder's, every value is a number in its metric's range or empty (a metric undefined there)."""
     try:
         table = pd.read_csv(path)
     except FileNotFoundError:
         raise RohydrError(f"eval {path}: no such file") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise RohydrError(f"eval {path}: not a readable CSV ({error})") from None
-    missing = [column for column in ("condition", "metric", "value") if column not in table.columns]
+    missing = [column for column in EVAL_COLUMNS if column not in table.columns]
     if missing:
         raise RohydrError(f"eval {path}: missing column(s) {missing}; found {list(table.columns)}, "
-                          "expected condition,metric,value")
+                          f"expected {','.join(EVAL_COLUMNS)}")
+    _check_identity(path, table, identity)
     values = pd.to_numeric(table["value"], errors="coerce")
     bad = values.isna() & table["value"].notna()
     if bad.any():
         raise RohydrError(f"eval {path}: non-numeric value {table['value'][bad].iloc[0]!r} "
                           f"(condition {table['condition'][bad].iloc[0]!r}, metric {table['metric'][bad].iloc[0]!r})")
+    for condition, metric, value in zip(table.condition, table.metric, values):
+        low, high = value_range(metric)
+        if not (math.isnan(value) or low <= value <= high):
+            raise RohydrError(f"eval {path}: condition {condition!r}, metric {metric!r} = {value:g} lies outside "
+                              f"[{low:g}, {high:g}]")
     duplicated = table.duplicated(["condition", "metric"])
     if duplicated.any():
         row = table[duplicated].iloc[0]
         raise RohydrError(f"eval {path}: condition {row.condition!r}, metric {row.metric!r} appears twice")
-    return table.assign(value=values)[["condition", "metric", "value"]]
+    return table.assign(value=values)[list(EVAL_COLUMNS)]
+
+
+def _check_identity(path: Path, table: pd.DataFrame, identity: tuple[str, str, int]) -> None:
+    if not set(EVAL_IDENTITY) <= set(table.columns):
+        return  # written by `rohydr evaluate` without --run: only its folder says what it is
+    named = table[list(EVAL_IDENTITY)].astype(str).drop_duplicates()
+    found = tuple(named.iloc[0]) if len(named) == 1 else None
+    if found != tuple(map(str, identity)):
+        written = f"run {found[0]!r}, protocol {found[1]!r}, seed {found[2]}" if found else "several runs"
+        raise RohydrError(f"eval {path} holds the scores of {written}, but its folder is run {identity[0]!r}, protocol "
+                          f"{identity[1]!r}, seed {identity[2]}: a file copied from another run? Evaluate again")
 
 
 LONG_COLUMNS = ["variant", "protocol", "seed", "condition", "metric", "value"]
@@ -117,7 +144,7 @@ def read_evals(paths: list) -> pd.DataFrame:
             raise RohydrError(f"eval {path}: run {run!r} protocol {protocol!r} seed {seed} already given by "
                               f"{seen[run, protocol, seed]}")
         seen[run, protocol, seed] = path
-        frames.append(read_eval(path).assign(variant=run, protocol=protocol, seed=seed))
+        frames.append(read_eval(path, (run, protocol, seed)).assign(variant=run, protocol=protocol, seed=seed))
     if not frames:
         raise RohydrError("aggregate: no eval.csv given")
     long = pd.concat(frames, ignore_index=True)[LONG_COLUMNS]
@@ -188,6 +215,17 @@ def summarize(long: pd.DataFrame) -> pd.DataFrame:
     return stats.loc[key.sort_values(["v", "p", "c", "m"], kind="stable").index].reset_index(drop=True)
 
 
+def clipped(metric: str, low: float, high: float) -> tuple[float, float]:
+    """An interval within the values a metric (or a difference of it, delta_*) can take."""
+    bounds = RANGES.get(metric.removeprefix("delta_"))
+    if bounds is None:
+        return low, high
+    if metric.startswith("delta_"):
+        width = bounds[1] - bounds[0]
+        bounds = (-width, width)
+    return max(low, bounds[0]), min(high, bounds[1])
+
+
 class Cells:
     """Every table cell of a source: mean ± std over seeds from the eval files, the 95 % interval and
     the collapse mark from the per-row predictions where they were given."""
@@ -206,12 +244,17 @@ class Cells:
 
     def stat(self, source, condition: str, metric: str) -> Stat | None:
         found = self.stats.get((*source, condition, metric))
-        if found is None or self.evidence is None:
+        if self.evidence is None:
             return found
+        undefined = self.evidence.undefined(metric)
+        if undefined and (found is not None or self.evidence.has(source, condition)):
+            return Stat(math.nan, n=len(self.evidence.seeds(source)), undefined=undefined)
+        if found is None:
+            return None
         stat = Stat(found.mean, found.std, found.n)
         interval = self.evidence.estimate(source, condition, metric)
         if interval is not None:
-            stat.low, stat.high = interval.low, interval.high
+            stat.low, stat.high = clipped(metric, interval.low, interval.high)
         if metric in PAIR:
             key = (source, condition)
             if key not in self.collapses:
@@ -458,10 +501,14 @@ def paired_delta(ctx: Context, long: pd.DataFrame, source, reference, condition:
     """Difference to the reference source on the seeds both have (same seed: same masks), in points;
     with per-row predictions, its 95 % interval and the significance mark."""
     if ctx.cells.evidence is not None:
+        undefined = ctx.cells.evidence.undefined(metric)
+        if undefined:
+            return Stat(math.nan, n=len(ctx.cells.evidence.seeds(source)), undefined=undefined)
         found = ctx.cells.evidence.difference(source, reference, condition, metric)
         if found is not None:
-            significant = found.low > 0 or found.high < 0
-            return Stat(found.mean * 100, found.std * 100, found.n, found.low * 100, found.high * 100,
+            low, high = clipped(f"delta_{metric}", found.low, found.high)
+            significant = low > 0 or high < 0
+            return Stat(found.mean * 100, found.std * 100, found.n, low * 100, high * 100,
                         SIGNIFICANT if significant else "")
     return paired_by_seed(long, source, reference, condition, metric, lambda mine, ref: (mine - ref) * 100)
 
@@ -552,6 +599,8 @@ def gap_table(ctx: Context) -> Table:
         return Table("gap_closed", title, columns, [],
                      ["Not available: it needs the optimum (known for the synthetic data only), the floor run and "
                       "the per-row predictions."])
+    if evidence.undefined(PAIR[0]):
+        return Table("gap_closed", title, columns, [], [f"Not available: the test split has {evidence.undefined(PAIR[0])}."])
     floor = (ctx.floor, COMPLETE_DATA)
     gaps = {column: evidence.difference(OPTIMUM, floor, column.condition, PAIR[0]) for column in columns}
     open_gaps = [column for column, gap in gaps.items() if gap is not None and gap.low > 0]
@@ -606,7 +655,29 @@ def recovery_table(ctx: Context, long: pd.DataFrame, reference: str | None) -> T
 
 # ----------------------------------------------------------------------------- command
 
-TABLE_NAMES = ("missing_patterns", "missing_rates", "ablation", "comparison", "gap_closed", "recovery")
+def check_scores_against_predictions(long: pd.DataFrame, evidence: Evidence,
+                                     predictions: dict[tuple[str, str, int], Path]) -> None:
+    """Each score of an eval.csv is the one its predictions.csv.gz gives (the intervals come from those):
+    a value edited, removed or emptied by hand stops the tables instead of becoming a row."""
+    scores = long[long.metric.isin(METRICS)].set_index(["variant", "protocol", "seed", "condition", "metric"]).value
+    for (run, protocol, seed), path in predictions.items():
+        source = (run, protocol)
+        for condition in evidence.masks[seed]:
+            if not evidence.has(source, condition):
+                continue
+            expected = score(evidence.predictions(source, seed, condition, "mae"), evidence.labels)
+            for metric, truth in expected.items():
+                found = scores.get((run, protocol, seed, condition, metric), "no row")
+                # predictions.csv.gz keeps 6 significant digits: a prediction that close to one of Acc-5's or
+                # Acc-7's rounding boundaries may round the other way there
+                tolerance = 1e-4 + (2 / len(evidence.labels) if metric in ("acc5", "acc7") else 0)
+                agrees = found != "no row" and (math.isclose(found, truth, abs_tol=tolerance)
+                                                or (math.isnan(found) and math.isnan(truth)))
+                if not agrees:
+                    raise RohydrError(
+                        f"eval {path.with_name('eval.csv')}: condition {condition!r}, metric {metric!r} is {found}, "
+                        f"but {path.name} beside it gives {truth:.6g}: the file was changed after `rohydr evaluate` "
+                        "wrote it; evaluate again")
 
 
 def prediction_paths(eval_paths: list) -> dict[tuple[str, str, int], Path]:
@@ -632,7 +703,9 @@ def aggregate(dataset: str, eval_paths: list, out_dir, literature: str = "auto",
     long = read_evals(eval_paths)
     evidence = None
     if masks:
-        evidence = Evidence.load(masks, prediction_paths(eval_paths), optimum)
+        predictions = prediction_paths(eval_paths)
+        evidence = Evidence.load(masks, predictions, optimum)
+        check_scores_against_predictions(long, evidence, predictions)
         evidence.add_per_mr()
     elif optimum is not None:
         raise RohydrError("aggregate: the optimum row needs the test masks (--masks)")

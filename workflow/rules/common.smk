@@ -5,8 +5,13 @@ import shlex
 
 from snakemake.utils import validate
 
+from rohydr.core import layout
 from rohydr.core.config import build_run_config
+from rohydr.core.workflow_config import check_keys_are_strings, check_namespace, refuse_duplicate_keys
 
+for _configfile in workflow.configfiles:
+    refuse_duplicate_keys(_configfile)
+check_keys_are_strings(config)
 validate(config, schema="../schemas/config.schema.yaml")
 
 
@@ -25,11 +30,17 @@ if SWEEP:
     if "synthetic" not in _base:
         raise ValueError(f"redundancy_sweep.dataset {SWEEP['dataset']!r} is not a configured synthetic dataset")
     for _value in SWEEP["values"]:
-        SWEEP_DATASETS[f"{SWEEP['dataset']}_r{_value}"] = {
+        SWEEP_DATASETS[layout.sweep_dataset(SWEEP["dataset"], _value)] = {
             **_base,
             "synthetic": {**_base["synthetic"], "redundancy": _value},
         }
-    DATASETS = {**DATASETS, **SWEEP_DATASETS}
+check_namespace(
+    list(DATASETS),
+    {name: f"redundancy_sweep (dataset {SWEEP['dataset']!r})" for name in SWEEP_DATASETS},
+    {**{run: "variant" for run in config["variants"]}, **{run: "baseline" for run in config["baselines"]}},
+    config.get("fed_zeros", []),
+)
+DATASETS = {**DATASETS, **SWEEP_DATASETS}
 # Every dataset the DAG can build: the run ones and the swept ones.
 DAG_DATASETS = [*RUN_DATASETS, *(d for d in SWEEP_DATASETS if d not in RUN_DATASETS)]
 SEEDS = config["seeds"]
@@ -38,26 +49,27 @@ BASELINES = config["baselines"]
 # Trained models: the variants and the trained baselines. Built in, from the pretrained backbone:
 # `complete_zero` (fed zeros for the missing modalities: the floor) and `complete` (complete inputs only).
 TRAINED = {**VARIANTS, **BASELINES}
-FLOOR, COMPLETE = "complete_zero", "complete"
-BUILT_IN = [FLOOR, COMPLETE]
-COMPLETE_DATA = "complete_data"  # the protocol folder of the built-in runs
+FLOOR, COMPLETE = layout.FLOOR, layout.COMPLETE
+BUILT_IN = list(layout.BUILT_IN_RUNS)
+COMPLETE_DATA = layout.COMPLETE_DATA  # the protocol folder of the built-in runs
 MAIN_VARIANT = config["main_variant"]
 # What the tables and figures show: the main variant first, the other variants, then these baselines.
 REPORT_BASELINES = [*BASELINES, *BUILT_IN]
 PROTOCOLS = config["protocols"]
-ALL_PATTERNS = "all_patterns"
-MR_PROTOCOLS = [f"mr{rate:.1f}" for rate in PROTOCOLS.get("per_mr", {}).get("rates", [])]
+ALL_PATTERNS = layout.ALL_PATTERNS
+MR_PROTOCOLS = [layout.mr_protocol(rate) for rate in PROTOCOLS.get(layout.PER_MR, {}).get("rates", [])]
 
 
 def protocols_of(run):
     """The protocol folders a run trains under: all_patterns and/or one per missing rate (mr0.1 ...)."""
     found = [ALL_PATTERNS] if run in PROTOCOLS.get(ALL_PATTERNS, {}).get("runs", []) else []
-    return found + (MR_PROTOCOLS if run in PROTOCOLS.get("per_mr", {}).get("runs", []) else [])
+    return found + (MR_PROTOCOLS if run in PROTOCOLS.get(layout.PER_MR, {}).get("runs", []) else [])
 
 
 TRAININGS = [(run, protocol) for run in TRAINED for protocol in protocols_of(run)]
 # Trained all-pattern models also scored fed zeros instead of their recovery: run name -> trained run.
-FED_ZEROS = {f"{run}_fed_zeros": run for run in config.get("fed_zeros", [])}
+FED_ZEROS = {layout.fed_zeros_run(run): run for run in config.get("fed_zeros", [])}
+ALL_RUNS = [*VARIANTS, *FED_ZEROS, *REPORT_BASELINES]  # every run the tables and figures show
 # Every evaluated (run, protocol): the trainings, the models fed zeros and the built-in runs.
 EVALUATED = TRAININGS + [(run, ALL_PATTERNS) for run in FED_ZEROS] + [(run, COMPLETE_DATA) for run in BUILT_IN]
 DISPLAY_NAMES = config.get("display_names", {})
@@ -90,7 +102,7 @@ def _check_names():
         raise ValueError("no run is trained: list variants under protocols.all_patterns.runs or protocols.per_mr.runs")
     if MAIN_VARIANT not in VARIANTS:
         raise ValueError(f"main_variant {MAIN_VARIANT!r} is not a configured variant: {sorted(VARIANTS)}")
-    known = [*TRAINED, *(f"{run}_fed_zeros" for run in TRAINED), *BUILT_IN]
+    known = [*TRAINED, *(layout.fed_zeros_run(run) for run in TRAINED), *BUILT_IN]
     unknown = sorted(set(DISPLAY_NAMES) - set(known))
     if unknown:
         raise ValueError(f"display_names names unknown run(s) {unknown}; configured: {sorted(known)}")
@@ -100,27 +112,54 @@ def _check_names():
     untrained = [run for run in FED_ZEROS.values() if ALL_PATTERNS not in protocols_of(run)]
     if untrained:
         raise ValueError(f"fed_zeros names run(s) {untrained} that are not in protocols.all_patterns.runs")
+    if not protocols_of(MAIN_VARIANT):
+        raise ValueError(
+            f"main_variant {MAIN_VARIANT!r} is not trained: list it under protocols.all_patterns.runs "
+            "or protocols.per_mr.runs"
+        )
+    reference = config.get("recovery_reference")
+    if reference is not None and reference not in TRAINED:
+        raise ValueError(f"recovery_reference {reference!r} is not a configured run: {sorted(TRAINED)}")
+    _check_display_names()
 
 
-def protocol_override(run, protocol):
-    """What a training protocol sets in the run configuration: the draw of the missing modalities."""
+def _check_display_names():
+    """Each evaluated run has a label of its own, which a Markdown table cell can hold."""
+    labels = {}
+    for run in dict.fromkeys(run for run, _ in EVALUATED):
+        label = DISPLAY_NAMES.get(run, run)
+        if "|" in label or not label.isprintable():
+            raise ValueError(f"display_names.{run} {label!r}: '|' and control characters would break the tables")
+        if label in labels:
+            raise ValueError(
+                f"runs {labels[label]!r} and {run!r} would both be shown as {label!r}: "
+                "give them display names of their own"
+            )
+        labels[label] = run
+
+
+def protocol_override(protocol, configured_draw):
+    """What a training protocol sets in the run configuration: the draw of the missing modalities. Under a
+    missing rate, a run configured with the reference's per-batch draw (at any level) keeps it."""
     if protocol == ALL_PATTERNS:
         weights = PROTOCOLS[ALL_PATTERNS].get("pattern_weights", {})
         return {"train": {"missing_draw": ALL_PATTERNS, "pattern_weights": weights}}
     if protocol is None:
         return {}
-    per_batch = TRAINED[run].get("train", {}).get("missing_draw") == "per_batch"  # the reference's draw
-    return {"train": {"missing_draw": "per_batch" if per_batch else "per_sample", "train_mr": float(protocol[2:])}}
+    draw = "per_batch" if configured_draw == "per_batch" else "per_sample"
+    return {"train": {"missing_draw": draw, "train_mr": layout.rate_of(protocol)}}
 
 
 def _run_config(dataset, run, protocol=None):
     """A run's resolved hyper-parameters as JSON, checked now so a bad value fails at parse time."""
     entry = DATASETS[dataset]
-    layers = (config["overrides"], entry["overrides"], TRAINED.get(run, {}), protocol_override(run, protocol))
+    layers = (config["overrides"], entry["overrides"], TRAINED.get(run, {}))
+    where = f"run {run!r}" + (f", protocol {protocol!r}" if protocol else "")
     try:
-        resolved = build_run_config(entry["preset"], *layers, faithful=config["faithful"])
+        configured = build_run_config(entry["preset"], *layers, faithful=config["faithful"])
+        override = protocol_override(protocol, configured.train.missing_draw)
+        resolved = build_run_config(entry["preset"], *layers, override, faithful=config["faithful"])
     except ValueError as error:
-        where = f"run {run!r}" + (f", protocol {protocol!r}" if protocol else "")
         raise ValueError(f"config of dataset {dataset!r}, {where}: {error}") from None
     return json.dumps(resolved.to_dict(), sort_keys=True)
 
@@ -162,7 +201,7 @@ RUN_CONFIGS = {
 
 wildcard_constraints:
     dataset="|".join(re.escape(dataset) for dataset in DAG_DATASETS),
-    variant="|".join(TRAINED),
+    variant="|".join(map(re.escape, TRAINED)),
     protocol="|".join([ALL_PATTERNS, *MR_PROTOCOLS]) or "none",
     seed=r"\d+",
 
@@ -175,7 +214,7 @@ def dataset_pickle(wildcards):
 def run_dirs(dataset, runs):
     """results/{dataset}/{run}/{protocol}/seed{seed} of every evaluated (run, protocol) of these runs."""
     return [
-        f"results/{dataset}/{run}/{protocol}/seed{seed}" for run, protocol in EVALUATED if run in runs for seed in SEEDS
+        layout.run_dir(dataset, run, protocol, seed) for run, protocol in EVALUATED if run in runs for seed in SEEDS
     ]
 
 
@@ -205,21 +244,33 @@ def runtime_args():
     return " ".join(flags)
 
 
-TABLES = ["missing_patterns", "missing_rates", "ablation", "comparison", "gap_closed", "recovery"]
-FIGURES = ["mr_curves", "training_curves", "recovery_quality", "comparison"]
-
-
-TABLE_FORMATS = ["html", "md", "tex", "csv"]
+TABLES, TABLE_FORMATS, FIGURES = layout.TABLES, layout.TABLE_FORMATS, layout.FIGURES
 
 
 def dataset_outputs(dataset):
     return [f"results/{dataset}/tables/{table}.{ext}" for table in TABLES for ext in TABLE_FORMATS] + [
-        f"results/{dataset}/figures/{figure}.{ext}" for figure in FIGURES for ext in ("png", "pdf")
+        f"results/{dataset}/figures/{figure}.{ext}" for figure in FIGURES for ext in layout.FIGURE_FORMATS
+    ]
+
+
+def result_files(dataset):
+    """Every file the dataset's tables and figures are made from. Snakemake does not remake a missing file
+    while the files made from it exist (an interrupted forced rerun leaves such gaps); it does remake a
+    requested one, and then what depends on it."""
+    pretrained = [f"results/{dataset}/pretrain/seed{seed}/model.pt" for seed in SEEDS]
+    return [
+        f"results/{dataset}/data/features.h5",
+        *test_masks(dataset),
+        *pretrained,
+        *(f"{folder}/{name}" for folder in run_dirs(dataset, TRAINED) for name in ("model.pt", "train_log.csv")),
+        *eval_csvs(dataset, ALL_RUNS),
+        *predictions(dataset, ALL_RUNS),
     ]
 
 
 def all_outputs():
-    return [path for dataset in RUN_DATASETS for path in dataset_outputs(dataset)]
+    """The default target: the tables and figures, and every file they are made from."""
+    return [path for dataset in RUN_DATASETS for path in [*dataset_outputs(dataset), *result_files(dataset)]]
 
 
 # Input and parameter functions of the rules.
@@ -243,8 +294,8 @@ def min_sequence_length(wildcards):
 
 def convert_args(wildcards):
     entry = DATASETS[wildcards.dataset]
-    args = f"--text-encoder {entry['text_encoder']}"
-    return args + (f" --bert {entry['bert_dir']}" if entry.get("bert_dir") else "")
+    args = ["--text-encoder", entry["text_encoder"], *(["--bert", entry["bert_dir"]] if entry.get("bert_dir") else [])]
+    return shlex.join(args)
 
 
 def is_sequential(wildcards):

@@ -15,7 +15,7 @@ rule synthesize:
     params:
         args=synthetic_args,
     shell:
-        "rohydr synth {output.pickle} {params.args} > {log} 2>&1"
+        "rohydr synth {output.pickle:q} {params.args} > {log:q} 2>&1"
 
 
 rule validate_dataset:
@@ -31,7 +31,7 @@ rule validate_dataset:
     params:
         min_length=min_sequence_length,
     shell:
-        "rohydr validate {input} --min-length {params.min_length} --report {output} > {log} 2>&1"
+        "rohydr validate {input:q} --min-length {params.min_length} --report {output:q} > {log:q} 2>&1"
 
 
 rule convert_hdf5:
@@ -48,4 +48,4 @@ rule convert_hdf5:
     params:
         args=convert_args,
     shell:
-        "rohydr convert {input.pickle} {output} --validation {input.validation} {params.args} > {log} 2>&1"
+        "rohydr convert {input.pickle:q} {output:q} --validation {input.validation:q} {params.args} > {log:q} 2>&1"

@@ -13,7 +13,7 @@ rule masks:
         mem_mb=RES["cpu_mem_mb"],
         runtime=10,
     shell:
-        "rohydr masks --data {input} --seed {wildcards.seed} --out {output} > {log} 2>&1"
+        "rohydr masks --data {input:q} --seed {wildcards.seed} --out {output:q} > {log:q} 2>&1"
 
 
 rule evaluate:
@@ -29,7 +29,7 @@ rule evaluate:
     benchmark:
         "results/{dataset}/benchmarks/evaluate/{run}/{protocol}/seed{seed}.tsv"
     wildcard_constraints:
-        run="|".join([*BUILT_IN, *FED_ZEROS, *TRAINED]),
+        run="|".join(map(re.escape, [*BUILT_IN, *FED_ZEROS, *TRAINED])),
         protocol="|".join([ALL_PATTERNS, *MR_PROTOCOLS, COMPLETE_DATA]),
     threads: RES["train_threads"]
     resources:
@@ -40,6 +40,7 @@ rule evaluate:
         runtime=runtime_args(),
         fill=evaluate_args,
     shell:
-        "rohydr evaluate --data {input.data} --model {input.model} --masks {input.masks} --seed {wildcards.seed}"
-        " --out {output.scores} --predictions {output.predictions} --threads {threads} {params.fill} {params.runtime}"
-        " > {log} 2>&1"
+        "rohydr evaluate --data {input.data:q} --model {input.model:q} --masks {input.masks:q} --seed {wildcards.seed}"
+        " --run {wildcards.run:q} --protocol {wildcards.protocol:q}"
+        " --out {output.scores:q} --predictions {output.predictions:q} --threads {threads} {params.fill} {params.runtime}"
+        " > {log:q} 2>&1"

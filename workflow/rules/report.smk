@@ -1,7 +1,5 @@
 # Report stage: paper-style tables and figures per dataset, and named targets per variant.
 
-ALL_RUNS = [*VARIANTS, *FED_ZEROS, *REPORT_BASELINES]
-
 
 rule aggregate:
     input:
@@ -65,10 +63,10 @@ rule aggregate:
         optimum=lambda wc: " ".join(f"--optimum {path}" for path in optimum_samples(wc.dataset)),
         reference=recovery_reference_args(),
     shell:
-        "rohydr aggregate --dataset {wildcards.dataset} --eval {input.scores} --masks {input.masks}"
+        "rohydr aggregate --dataset {wildcards.dataset:q} --eval {input.scores:q} --masks {input.masks:q}"
         " {params.optimum} {params.reference} {params.shown} --ablation {params.ablation}"
         " --comparison {params.comparison}"
-        " --out-dir results/{wildcards.dataset}/tables > {log} 2>&1"
+        " --out-dir results/{wildcards.dataset:q}/tables > {log:q} 2>&1"
 
 
 rule plots:
@@ -112,9 +110,9 @@ rule plots:
         shown=report_args,
         comparison=" ".join(COMPARISON),
     shell:
-        "rohydr plots --dataset {wildcards.dataset} --eval {input.scores} --train-logs {input.logs} {params.shown}"
+        "rohydr plots --dataset {wildcards.dataset:q} --eval {input.scores:q} --train-logs {input.logs:q} {params.shown}"
         " --comparison {params.comparison}"
-        " --out-dir results/{wildcards.dataset}/figures > {log} 2>&1"
+        " --out-dir results/{wildcards.dataset:q}/figures > {log:q} 2>&1"
 
 
 # One target per variant and baseline: `snakemake no_diffusion --cores 8 --resources gpu=1`.
@@ -190,5 +188,5 @@ rule sweep_plot:
             ]
         ),
     shell:
-        "rohydr sweep-plot --tables {input.tables} --redundancy {params.values} {params.shown}"
-        " --out results/sweeps/{wildcards.base}_redundancy > {log} 2>&1"
+        "rohydr sweep-plot --tables {input.tables:q} --redundancy {params.values} {params.shown}"
+        " --out results/sweeps/{wildcards.base:q}_redundancy > {log:q} 2>&1"

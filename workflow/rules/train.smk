@@ -48,8 +48,8 @@ rule pretrain:
     params:
         runtime=runtime_args(),
     shell:
-        "rohydr pretrain --data {input.data} --run-config {input.run_config} --seed {wildcards.seed}"
-        " --out {output.model} --log {output.log_csv} --threads {threads} {params.runtime} > {log} 2>&1"
+        "rohydr pretrain --data {input.data:q} --run-config {input.run_config:q} --seed {wildcards.seed}"
+        " --out {output.model:q} --log {output.log_csv:q} --threads {threads} {params.runtime} > {log:q} 2>&1"
 
 
 rule train:
@@ -72,9 +72,9 @@ rule train:
         stage=lambda wc: "3" if is_sequential(wc) else "all",
         runtime=runtime_args(),
     shell:
-        "rohydr train --data {input.data} --run-config {input.run_config} --pretrained {input.pretrained}"
-        " --masks {input.masks} --seed {wildcards.seed} --stage {params.stage}"
-        " --out {output.model} --log {output.log_csv} --threads {threads} {params.runtime} > {log} 2>&1"
+        "rohydr train --data {input.data:q} --run-config {input.run_config:q} --pretrained {input.pretrained:q}"
+        " --masks {input.masks:q} --seed {wildcards.seed} --stage {params.stage}"
+        " --out {output.model:q} --log {output.log_csv:q} --threads {threads} {params.runtime} > {log:q} 2>&1"
 
 
 # The sequential schedule's first stages, one job each; the last stage is the `train` rule.

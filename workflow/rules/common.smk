@@ -253,15 +253,18 @@ def dataset_outputs(dataset):
     ]
 
 
+def pretrained_model(dataset, seed):
+    return f"results/{dataset}/pretrain/seed{seed}/model.pt"
+
+
 def result_files(dataset):
     """Every file the dataset's tables and figures are made from. Snakemake does not remake a missing file
     while the files made from it exist (an interrupted forced rerun leaves such gaps); it does remake a
     requested one, and then what depends on it."""
-    pretrained = [f"results/{dataset}/pretrain/seed{seed}/model.pt" for seed in SEEDS]
     return [
         f"results/{dataset}/data/features.h5",
         *test_masks(dataset),
-        *pretrained,
+        *(pretrained_model(dataset, seed) for seed in SEEDS),
         *(f"{folder}/{name}" for folder in run_dirs(dataset, TRAINED) for name in ("model.pt", "train_log.csv")),
         *eval_csvs(dataset, ALL_RUNS),
         *predictions(dataset, ALL_RUNS),
@@ -307,7 +310,7 @@ def start_checkpoint(wildcards):
     """Where a training run starts: the pretraining, or for sequential stages the previous stage."""
     stage = int(getattr(wildcards, "stage", 3))
     if not is_sequential(wildcards) or stage == 1:
-        return f"results/{wildcards.dataset}/pretrain/seed{wildcards.seed}/model.pt"
+        return pretrained_model(wildcards.dataset, wildcards.seed)
     w = wildcards
     return f"results/{w.dataset}/{w.variant}/{w.protocol}/seed{w.seed}/stage{stage - 1}/model.pt"
 
@@ -315,7 +318,7 @@ def start_checkpoint(wildcards):
 def evaluated_model(wildcards):
     # The built-in runs are the pretrained backbone; a run fed zeros is its trained model.
     if wildcards.run in BUILT_IN:
-        return f"results/{wildcards.dataset}/pretrain/seed{wildcards.seed}/model.pt"
+        return pretrained_model(wildcards.dataset, wildcards.seed)
     run = FED_ZEROS.get(wildcards.run, wildcards.run)
     return f"results/{wildcards.dataset}/{run}/{wildcards.protocol}/seed{wildcards.seed}/model.pt"
 

@@ -13,7 +13,7 @@ if _WORKERS > 1:
 # The files that take longest (a full pipeline run and SLURM; training generators to a known answer;
 # killed and resumed runs), in the order they should start.
 SLOWEST_FIRST = ("test_workflow.py", "test_known_answer.py", "test_workflow_reliability.py", "test_training.py",
-                 "test_protocols.py")
+                 "test_emulated_cuda.py", "test_protocols.py")
 
 
 def pytest_collection_modifyitems(items):

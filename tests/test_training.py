@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from helpers import pretrained_workspace, run_cli, tool_env, write_run_config
 from rohydr.core.config import build_run_config
@@ -267,7 +268,9 @@ def test_convergence_is_early_stopping_not_max_epochs(tmp_path, capsys, values, 
 @pytest.mark.parametrize("generator", ["dit", "score_sde"])
 def test_compiled_generators_train_the_default_step(workspace, generator):
     """torch.compile with its default backend (the CPU inductor here, as on CUDA) through the default training
-    step: one shared forward whose graph each of the three stages differentiates (retain_graph)."""
+    step: one shared forward whose graph each of the three stages differentiates (retain_graph). Only text is
+    missing: the three modalities' denoisers are one graph (every extracted feature has width d), so one is
+    compiled, at a third of the cost."""
     run_config = build_run_config("tiny", FAST, {"model": {"generator": generator}})
     with FeatureStore(workspace["h5"]) as store:
         split = store.split("train")
@@ -275,10 +278,13 @@ def test_compiled_generators_train_the_default_step(workspace, generator):
     model.compile_denoisers()
     runner = StageRunner(model, run_config, Runtime(torch.device("cpu")), stage="all")
     before = [p.detach().clone() for p in model.diffusion.parameters()]
-    patterns = torch.tensor([[1, 0, 0], [0, 1, 1], [1, 1, 0], [1, 1, 1]], dtype=torch.bool)
-    for start, rows in ((0, [4, 4, 4, 4]), (16, [6, 2, 5, 3])):  # other row counts: the recompile to dynamic ones
+    patterns = torch.tensor([[0, 1, 1], [1, 1, 1]], dtype=torch.bool)
+    graphs = []
+    for start, rows in ((0, [8, 8]), (16, [11, 5])):
         avail = patterns.repeat_interleave(torch.tensor(rows), dim=0)
         runner.batch(split.batch(torch.arange(start, start + 16)), avail, has_missing=True)
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert graphs[0] == graphs[1], "other row counts recompiled"  # the first compilation serves every size
     means = runner.epoch_means()
     assert all(np.isfinite(means[key]) for key in ("stage1_loss", "stage2_loss", "stage3_loss")), means
     assert any(not torch.equal(p, q) for p, q in zip(model.diffusion.parameters(), before))

@@ -122,10 +122,7 @@ class RoHyDR(nn.Module):
         import torch._functorch.config as functorch_config
 
         functorch_config.donated_buffer = False
-        # dynamic=None: the first shapes compile static, a second batch size recompiles the row count as dynamic;
-        # the sequence length stays static (dynamic=True makes it symbolic too, which the ScoreNet's padding
-        # to a multiple of its strides cannot be compiled with)
-        self.denoisers = {m: torch.compile(self._denoiser(self.diffusion[m]), dynamic=None, **options)
+        self.denoisers = {m: rows_dynamic(torch.compile(self._denoiser(self.diffusion[m]), dynamic=None, **options))
                           for m in MODALITIES}
         # compiled, a call plans what its backward keeps and recomputes itself; activation checkpointing around it
         # fails when a recompilation between the forward and the recomputation saves other tensors
@@ -366,6 +363,20 @@ class RoHyDR(nn.Module):
         y_gt = y[:B]
         y_rec = y_gt.index_put((rows,), y[B:])
         return Output(feats, recovery, f_gt, f_rec, f_rec_mr, y_gt, y_rec, recovery.missing_rows)
+
+
+def rows_dynamic(compiled):
+    """A compiled call whose inputs' row count is symbolic from the first call: one compilation serves every
+    group of rows a batch splits into (dynamic=None alone compiles the first size static, then recompiles).
+    The sequence length stays static: dynamic=True makes it symbolic too, which the ScoreNet's padding to a
+    multiple of its strides cannot be compiled with."""
+    def call(*args):
+        for arg in args:
+            if isinstance(arg, torch.Tensor) and arg.dim() > 0:
+                torch._dynamo.maybe_mark_dynamic(arg, 0)
+        return compiled(*args)
+
+    return call
 
 
 def recomputed_in_backward(fn):

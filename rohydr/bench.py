@@ -7,7 +7,6 @@ settings in separate invocations.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import tempfile
 import time
@@ -18,8 +17,6 @@ import torch
 import torch.nn as nn
 
 from rohydr.core.config import build_run_config
-from rohydr.core.errors import RohydrError
-from rohydr.core.io import write_text_atomic
 from rohydr.core.runtime import Runtime, keep_freed_memory, peak_memory_mb, seed_everything
 from rohydr.core.vocabulary import BATCH_MR, CONDITIONS, PATTERNS
 from rohydr.data.dataset import FeatureStore
@@ -28,7 +25,6 @@ from rohydr.evaluation.evaluate import EVAL_BATCH, iter_pattern_predictions
 from rohydr.kernels.cpu import stock_kernels
 from rohydr.models.checkpoint import build_model
 from rohydr.models.predict import feature_shape, split_noise
-from rohydr.training.run_config import parse_overrides
 from rohydr.training.train import StageRunner
 
 MOSI_SIZES = (1284, 229, 686)
@@ -236,15 +232,3 @@ def format_table(result: dict) -> str:
     lines.append(f"  peak memory    {result['train_peak_memory_mb']:9.1f} MB after training, "
                  f"{result['peak_memory_mb']:.1f} MB after evaluation")
     return "\n".join(lines)
-
-
-def cli_bench(args) -> int:
-    runtime = Runtime.from_args(args)
-    if args.batches < 1:
-        raise RohydrError("--batches must be at least 1")
-    result = bench(args.preset, parse_overrides(args.override), args.data, args.batches, args.eval_samples, runtime,
-                   args.faithful)
-    print(format_table(result))
-    if args.json_out:
-        write_text_atomic(args.json_out, json.dumps(result, indent=2) + "\n")
-    return 0

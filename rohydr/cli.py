@@ -2,30 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 
-from rohydr import __version__
+from rohydr import __version__, commands
 from rohydr.core.errors import RohydrError
 from rohydr.core.io import check_command_paths
-
-# subcommand -> "module:function"; modules are imported only when their command runs.
-HANDLERS = {
-    "synth": "rohydr.data.synthetic:cli_synth",
-    "validate": "rohydr.data.validate:cli_validate",
-    "convert": "rohydr.data.convert:cli_convert",
-    "describe": "rohydr.models.describe:cli_describe",
-    "config": "rohydr.training.run_config:cli_config",
-    "pretrain": "rohydr.training.pretrain:cli_pretrain",
-    "train": "rohydr.training.train:cli_train",
-    "masks": "rohydr.data.masks:cli_masks",
-    "evaluate": "rohydr.evaluation.evaluate:cli_evaluate",
-    "aggregate": "rohydr.reporting.tables:cli_aggregate",
-    "plots": "rohydr.reporting.figures:cli_plots",
-    "sweep-plot": "rohydr.reporting.sweep:cli_sweep_plot",
-    "bench": "rohydr.bench:cli_bench",
-}
 
 
 def _argument_type(name: str):
@@ -77,12 +59,13 @@ PATH_ROLES = {
     "evaluate": {"inputs": ("data", "model", "masks"), "outputs": ("out", "predictions")},
     "aggregate": {"inputs": ("eval", "masks", "optimum"), "folders": ("out_dir",)},
     "plots": {"inputs": ("eval", "train_logs"), "folders": ("out_dir",)},
-    "sweep-plot": {"inputs": ("tables",), "outputs": ("out",)},
+    "sweep-plot": {"inputs": ("tables",), "stems": {"out": ("png", "pdf", "csv")}},
     "bench": {"inputs": ("data",), "outputs": ("json_out",)},
 }
 
 
 def check_paths(args: argparse.Namespace) -> None:
+    """Each command's paths by role; a "stems" argument names one output per extension (stem.png ...)."""
     roles = PATH_ROLES.get(args.command, {})
 
     def by_name(role: str) -> dict[str, list]:
@@ -90,12 +73,12 @@ def check_paths(args: argparse.Namespace) -> None:
         for dest in roles.get(role, ()):
             value = getattr(args, dest)
             paths = value if isinstance(value, list) else [value]
-            if args.command == "sweep-plot" and dest == "out":  # a stem: the command writes three files
-                paths = [f"{value}.{ext}" for ext in ("png", "pdf", "csv")]
+            if role == "stems":
+                paths = [f"{stem}.{ext}" for stem in paths for ext in roles[role][dest]]
             found[args.arg_names[dest]] = paths
         return found
 
-    check_command_paths(by_name("inputs"), by_name("outputs"), by_name("folders"))
+    check_command_paths(by_name("inputs"), {**by_name("outputs"), **by_name("stems")}, by_name("folders"))
 
 
 def _name_arguments(subcommands: dict[str, argparse.ArgumentParser]) -> None:
@@ -255,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-samples", type=NON_NEGATIVE, default=0, help="evaluate on this many test samples (0: all)")
     p.add_argument("--json", dest="json_out", help="write results here")
     _add_runtime_args(p)
+
+    sub.add_parser("gpus", help="the GPU a job on --device auto would take now, and the jobs holding the others")
     _name_arguments(sub.choices)
     return parser
 
@@ -273,11 +258,10 @@ def use_huge_pages() -> None:
 def main(argv: list[str] | None = None) -> int:
     use_huge_pages()
     args = build_parser().parse_args(argv)
-    module_name, function_name = HANDLERS[args.command].split(":")
     try:
         check_paths(args)
-        handler = getattr(importlib.import_module(module_name), function_name)
-        return handler(args) or 0
+        # each subcommand runs the function of its name in rohydr.commands (sweep-plot: sweep_plot)
+        return getattr(commands, args.command.replace("-", "_"))(args) or 0
     except RohydrError as error:
         print(f"rohydr {args.command}: error: {error}", file=sys.stderr)
         return 2

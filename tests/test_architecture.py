@@ -1,6 +1,6 @@
 """Conventions that keep the code base as the README describes it: the package's layers import only
-downward (core -> kernels, data -> models -> training -> evaluation -> reporting, with the command line and
-the benchmark on top; every import counts, at module level or inside a function); no block of six lines
+downward (core -> kernels, data -> models -> training -> evaluation -> reporting, then the benchmark, the
+commands and the command line; every import counts, at module level or inside a function); no block of six lines
 is written twice; the workflow is formatted (snakefmt) and lints clean but for the accepted finding;
 pyflakes finds nothing in the package."""
 from __future__ import annotations
@@ -17,7 +17,7 @@ from helpers import REPO, snakemake
 PACKAGE = REPO / "rohydr"
 # layer of each subpackage (or top-level module); a module may import its own subpackage and lower layers
 LAYERS = {"core": 0, "kernels": 1, "data": 1, "models": 2, "training": 3, "evaluation": 4, "reporting": 5,
-          "bench": 6, "cli": 7, "__init__": 0}
+          "bench": 6, "commands": 7, "cli": 8, "__init__": 0}
 
 
 def layer_of(module: str) -> str:
@@ -128,3 +128,20 @@ def test_pyflakes_finds_nothing_in_the_package():
     result = subprocess.run([sys.executable, "-m", "pyflakes", "rohydr", "tests"], cwd=REPO, capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------------------------------------ one definition
+
+def test_protocol_table_and_figure_names_are_spelled_only_in_the_layout_module():
+    """The results layout's names live in rohydr/core/layout.py; everything else imports them (the package
+    and the workflow), so renaming one is a change of one line."""
+    from rohydr.core import layout
+
+    names = [layout.ALL_PATTERNS, layout.PER_MR, layout.COMPLETE_DATA, layout.FLOOR, layout.FED_ZEROS_SUFFIX,
+             *(name for name in (*layout.TABLES, *layout.FIGURES) if "_" in name)]  # not the plain words
+    spelled = re.compile(r"""["'](%s)["']|f["']mr\{""" % "|".join(map(re.escape, names)))
+    sources = [*PACKAGE.rglob("*.py"), *(REPO / "workflow").rglob("*.smk"), REPO / "Snakefile"]
+    found = [f"{path.relative_to(REPO)}:{number}: {line.strip()}" for path in sources
+             if path != PACKAGE / "core" / "layout.py"
+             for number, line in enumerate(path.read_text().splitlines(), 1) if spelled.search(line)]
+    assert not found, "layout names spelled outside rohydr/core/layout.py:\n" + "\n".join(found)

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from rohydr.core.errors import RohydrError
+from rohydr.core.gpu_slots import slot_report
 from rohydr.core.runtime import check_device_index
 
 HOLDER = """
@@ -69,6 +70,24 @@ def test_jobs_that_each_see_their_own_gpu_as_cuda0_do_not_wait_for_each_other(tm
     one, other = holder("GPU-A", tmp_path), holder("GPU-B", tmp_path)
     assert slot_of(one) == 0 and slot_of(other) == 0
     release(one), release(other)
+
+
+def test_the_gpu_listing_names_the_gpu_the_next_job_takes_and_who_holds_the_others(tmp_path, monkeypatch):
+    """`rohydr gpus` on a machine showing three GPUs, two held by running jobs."""
+    monkeypatch.setenv("ROHYDR_GPU_LOCK_DIR", str(tmp_path))
+    gpus, names = ["GPU-A", "GPU-B", "GPU-C"], ["card"] * 3
+    first, second = holder(",".join(gpus), tmp_path), holder(",".join(gpus), tmp_path)
+    by_slot = {slot_of(first): first, slot_of(second): second}
+    report = slot_report(gpus, names).splitlines()
+    assert report[1].startswith(f"  cuda:0  card  GPU-A  held by pid {by_slot[0].pid} ({sys.executable} -c import sys")
+    assert report[2].startswith(f"  cuda:1  card  GPU-B  held by pid {by_slot[1].pid} (")
+    assert report[3] == "  cuda:2  card  GPU-C  free" and report[4] == "a job on --device auto now takes cuda:2"
+    third = holder(",".join(gpus), tmp_path)
+    assert slot_of(third) == 2  # the listing took no slot
+    assert slot_report(gpus, names).splitlines()[-1] == "every GPU is held: a job on --device auto waits for one"
+    release(by_slot[1])
+    assert slot_report(gpus, names).splitlines()[-1] == "a job on --device auto now takes cuda:1"
+    release(first), release(third)
 
 
 def test_a_device_index_the_machine_lacks_is_refused_with_what_it_has():

@@ -87,6 +87,7 @@ def inputs(tmp_path_factory):
     make_features(folder, sizes=(24, 8, 8), length=6)
     write_run_config(folder / "run.json")
     (folder / "afile").write_text("a file, not a folder\n")
+    (folder / "sweep.csv").write_text("row,kind\n")
     return folder
 
 
@@ -106,6 +107,8 @@ def inputs(tmp_path_factory):
       "--out-dir", "{dir}/t"], "--optimum {dir}/nosuch.csv.gz: no such file or folder"),
     (["aggregate", "--dataset", "d", "--eval", "{dir}/run.json", "--out-dir", "{dir}/afile"],
      "--out-dir {dir}/afile is a file; expected a folder"),
+    (["sweep-plot", "--tables", "{dir}/sweep.csv", "--redundancy", "0.3", "--out", "{dir}/sweep"],
+     "--out {dir}/sweep.csv is also the input --tables"),  # --out is a stem: sweep.png, sweep.pdf, sweep.csv
 ])
 def test_no_command_writes_over_its_input_or_twice_to_one_path(inputs, capsys, args, message):
     before = {path: path.read_bytes() for path in inputs.iterdir() if path.is_file()}

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rohydr.core.layout import ALL_PATTERNS
 from rohydr.core.vocabulary import MR_FRACTIONS, PATTERN_NAMES
 
 Count = Annotated[int, Field(ge=1)]  # layers, widths, epochs, batch sizes
@@ -193,7 +194,7 @@ class TrainConfig(_Section):
     # Which samples miss what during training (the validation masks follow the same protocol):
     # per_sample at train_mr (IMDer's protocol), per_batch at train_mr (the reference's draw), or
     # all_patterns: every sample one of the availability patterns, in the shares of pattern_weights.
-    missing_draw: Literal["per_sample", "per_batch", "all_patterns"] = "per_sample"
+    missing_draw: Literal["per_sample", "per_batch", ALL_PATTERNS] = "per_sample"  # the last: that protocol's draw
     train_mr: float = 0.7
     pattern_weights: dict[Literal[PATTERN_NAMES], NonNegative] = Field(
         default_factory=lambda: dict.fromkeys(PATTERN_NAMES, 1.0))

@@ -35,6 +35,43 @@ def _slot_file(identity: str) -> Path:
     return lock_dir() / (re.sub(r"[^A-Za-z0-9._-]", "_", identity) + ".lock")
 
 
+def slot_holders(identities: list[str]) -> list[int | None]:
+    """For each GPU (in `identities`' order) the pid of the process holding its slot, or None when free. A
+    free slot is taken for an instant to see that it is free (a job starting then takes the next one)."""
+    holders = []
+    for identity in identities:
+        path = _slot_file(identity)
+        handle = try_lock(path) if path.exists() else None
+        if handle is not None:
+            handle.close()
+        if handle is not None or not path.exists():
+            holders.append(None)
+        else:
+            text = path.read_text().strip()
+            holders.append(int(text) if text.isdigit() else -1)  # -1: held, its pid not yet written
+    return holders
+
+
+def slot_report(identities: list[str], names: list[str]) -> str:
+    """Which GPU a job on `--device auto` would take now, and which processes hold the others."""
+    holders = slot_holders(identities)
+    lines = [f"{len(identities)} visible CUDA device(s) (CUDA_VISIBLE_DEVICES decides which); slots in {lock_dir()}"]
+    for index, (identity, name, pid) in enumerate(zip(identities, names, holders)):
+        lines.append(f"  cuda:{index}  {name}  {identity}  " + ("free" if pid is None else f"held by {_process(pid)}"))
+    free = [index for index, pid in enumerate(holders) if pid is None]
+    lines.append(f"a job on --device auto now takes cuda:{free[0]}" if free
+                 else "every GPU is held: a job on --device auto waits for one")
+    return "\n".join(lines)
+
+
+def _process(pid: int) -> str:
+    try:
+        command = " ".join(Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").replace("\0", " ").split())
+    except OSError:
+        command = ""
+    return f"pid {pid}" + (f" ({command[:120]})" if command else "")
+
+
 def take_gpu_slot(identities: list[str], poll_s: float = 1.0, say: Callable[[str], None] = print) -> int:
     """The index (into `identities`, the visible GPUs in CUDA order) of the GPU this process now holds;
     waits while every one is held. A second call in the same process returns the slot it holds."""

@@ -7,6 +7,7 @@ results/{dataset}/{folder}/ for each of DATASET_FOLDERS holds what the dataset's
 from __future__ import annotations
 
 import re
+from pathlib import PurePath
 
 # Datasets and runs are named in this alphabet: they become folder names, wildcard values and command
 # arguments, so a name can neither reach a shell as code nor be read as a path or an option.
@@ -28,9 +29,11 @@ FED_ZEROS_SUFFIX = "_fed_zeros"
 # Folders of results/{dataset}/ that are not runs.
 DATASET_FOLDERS = ("data", "masks", "pretrain", "tables", "figures", "logs")
 
-TABLES = ("missing_patterns", "missing_rates", "ablation", "comparison", "gap_closed", "recovery")
+TABLES = MISSING_PATTERNS_TABLE, MISSING_RATES_TABLE, ABLATION_TABLE, COMPARISON_TABLE, GAP_TABLE, RECOVERY_TABLE = (
+    "missing_patterns", "missing_rates", "ablation", "comparison", "gap_closed", "recovery")
 TABLE_FORMATS = ("html", "md", "tex", "csv")
-FIGURES = ("mr_curves", "training_curves", "recovery_quality", "comparison")
+FIGURES = MR_CURVES_FIGURE, TRAINING_CURVES_FIGURE, RECOVERY_FIGURE, COMPARISON_FIGURE = (
+    "mr_curves", "training_curves", "recovery_quality", "comparison")
 FIGURE_FORMATS = ("png", "pdf")
 
 
@@ -63,6 +66,16 @@ def sweep_dataset(dataset: str, redundancy: float) -> str:
 
 def run_dir(dataset: str, run: str, protocol: str, seed: int) -> str:
     return f"results/{dataset}/{run}/{protocol}/seed{seed}"
+
+
+def parse_run_dir(path) -> tuple[str, str, int]:
+    """(run, protocol, seed) of a file in a run folder: .../{run}/{protocol}/seed{seed}/{file} (run_dir's inverse)."""
+    parts = PurePath(path).parts
+    found = re.fullmatch(r"seed(\d+)", parts[-2]) if len(parts) >= 4 else None
+    if not found:
+        raise ValueError(f"{path}: expected a path .../{{run}}/{{protocol}}/seed{{seed}}/{PurePath(path).name} "
+                         f"(as the workflow writes), found folder {parts[-2] if len(parts) > 1 else ''!r}")
+    return parts[-4], parts[-3], int(found.group(1))
 
 
 def bad_name(name) -> str | None:

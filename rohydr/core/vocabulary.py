@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rohydr.core.layout import ALL_PATTERNS, mr_protocol
+
 # One modality order everywhere in the project: text (l), audio (a), vision (v).
 MODALITIES = ("l", "a", "v")
 MODALITY_KEYS = {"l": "text", "a": "audio", "v": "vision"}
@@ -32,15 +34,15 @@ MR_FRACTIONS = {0.1: (0.1, 0.1), 0.2: (0.2, 0.2), 0.3: (0.3, 0.3), 0.4: (0.5, 0.
 
 # Evaluation conditions (rohydr.data.masks draws them): the seven patterns, the missing rates, the
 # reference's per-batch draw and the all-pattern validation condition.
-MR_CONDITIONS = tuple(f"mr{mr:.1f}" for mr in MR_FRACTIONS)
+MR_CONDITIONS = tuple(mr_protocol(mr) for mr in MR_FRACTIONS)  # named as the protocols trained at them
 BATCH_MR = 0.7
 BATCH_SIZE = 32  # the reference's MOSI batch size
 BATCH_CONDITION = f"batch_mr{BATCH_MR:.1f}"
-ALL_PATTERNS_CONDITION = "all_patterns"
+ALL_PATTERNS_CONDITION = ALL_PATTERNS
 # appended conditions keep the random streams of the earlier ones (masks.condition_rng indexes this tuple)
 CONDITIONS = (*PATTERNS, *MR_CONDITIONS, BATCH_CONDITION, ALL_PATTERNS_CONDITION)
 # condition -> nominal missing rate (absent for the fixed patterns)
-NOMINAL_MR = {**{f"mr{mr:.1f}": mr for mr in MR_FRACTIONS}, BATCH_CONDITION: BATCH_MR}
+NOMINAL_MR = {**dict(zip(MR_CONDITIONS, MR_FRACTIONS)), BATCH_CONDITION: BATCH_MR}
 
 # The model's parameter groups, in model order (RoHyDR.parameter_groups).
 GROUPS = ("extractor", "diffusion", "unimodal_reconstructor", "fusion", "multimodal_reconstructor",

@@ -12,7 +12,6 @@ Layout (read by rohydr.data.dataset.FeatureStore):
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import os
@@ -206,9 +205,3 @@ def convert(pkl_path, out_h5, text_encoder: str = "features", bert_dir=None, rep
         if report_path:
             write_text_atomic(report_path, report_json(report))
     return report
-
-
-def cli_convert(args: argparse.Namespace) -> int:
-    convert(args.pickle, args.out, text_encoder=args.text_encoder, bert_dir=args.bert, report_path=args.report,
-            validation=args.validation)
-    return 0

@@ -20,7 +20,8 @@ import h5py
 import numpy as np
 
 from rohydr.core.errors import RohydrError
-from rohydr.core.io import atomic_path, ensure_free_space, read_hdf5, sha256_file
+from rohydr.core.io import atomic_path, ensure_free_space, read_hdf5
+from rohydr.core.layout import ALL_PATTERNS
 from rohydr.core.vocabulary import (
     ALL_PATTERNS_CONDITION,
     BATCH_CONDITION,
@@ -45,7 +46,7 @@ def protocol_of(condition: str) -> str:
     if condition == BATCH_CONDITION:
         return "batch_mr"
     if condition == ALL_PATTERNS_CONDITION:
-        return "all_patterns"
+        return ALL_PATTERNS
     raise KeyError(f"unknown condition {condition!r}; known: {', '.join(CONDITIONS)}")
 
 
@@ -154,7 +155,7 @@ def condition_mask(condition: str, n: int, rng: np.random.Generator) -> np.ndarr
         return pattern_mask(condition, n)
     if protocol == "mr":
         return draw_mr_masks(n, NOMINAL_MR[condition], rng)
-    if protocol == "all_patterns":
+    if protocol == ALL_PATTERNS:
         return draw_pattern_masks(n, {name: 1.0 for name in PATTERNS}, rng)
     return draw_batch_mr_masks(n, BATCH_SIZE, NOMINAL_MR[condition], rng)
 
@@ -234,6 +235,15 @@ def load_masks(path, split: str, data=None) -> dict[str, np.ndarray]:
     return masks
 
 
+def masks_seed(path) -> int:
+    """The seed the masks were drawn with (stored in the file by `rohydr masks`)."""
+    with _open_h5(path, "masks", " (make it with `rohydr masks`)") as h5:
+        seed = h5.attrs.get("seed")
+    if seed is None or not np.issubdtype(type(seed), np.integer):
+        raise RohydrError(f"masks {path}: no integer 'seed' attribute (masks are written by `rohydr masks`)")
+    return int(seed)
+
+
 def _check_masks_fit(path, split: str, source, n_masks: int, data_path, data_sha256: str, n_data: int) -> None:
     if n_masks != n_data:
         raise RohydrError(f"masks {path}: split {split!r} has {n_masks} rows, but {data_path} has {n_data} "
@@ -254,15 +264,3 @@ def split_sizes(data) -> dict[str, int]:
                 raise RohydrError(f"features {data}: no dataset /{key} (expected the layout of `rohydr convert`)")
             sizes[split] = int(h5[key].shape[0])
     return sizes
-
-
-def cli_masks(args) -> int:
-    sizes = split_sizes(args.data)
-    masks = make_masks(sizes, args.seed)
-    write_masks(args.out, masks, args.seed, str(args.data), sha256_file(args.data))
-    for split, by_condition in masks.items():
-        rates = ", ".join(f"{name} {realized_missing_rate(mask):.3f}" for name, mask in by_condition.items()
-                          if name in NOMINAL_MR)
-        print(f"{split} (N={sizes[split]}): realized missing rates {rates}")
-    print(f"wrote {args.out}")
-    return 0

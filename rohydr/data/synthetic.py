@@ -19,7 +19,6 @@ are zero padding; a few audio values are -inf (like COVAREP).
 """
 from __future__ import annotations
 
-import argparse
 import pickle
 from dataclasses import dataclass
 
@@ -272,18 +271,3 @@ def write_pickle(data: dict, out) -> None:
         # data would need twice its size in memory). Safe here: the data has no shared references.
         pickler.fast = True
         pickler.dump(data)
-
-
-def cli_synth(args: argparse.Namespace) -> int:
-    from rohydr.data.optimum import optimum_paths, write_optimum
-
-    data, model, _ = generate(like=args.like, seed=args.seed, sizes=args.sizes, length=args.length,
-                              redundancy=args.redundancy)
-    counts = {split: len(content["regression_labels"]) for split, content in data.items()}
-    print("synth: generated " + ", ".join(f"{split} {n}" for split, n in counts.items()) + " rows")
-    arguments = {"like": args.like, "seed": args.seed, "sizes": list(counts.values()),
-                 "length": args.length, "redundancy": model.redundancy}
-    write_optimum(data, model, optimum_paths(args.out), arguments)
-    write_pickle(data, args.out)
-    print(f"synth: wrote {args.out}")
-    return 0

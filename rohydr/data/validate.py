@@ -5,7 +5,6 @@ that real files have (non-finite feature values, labels beyond |3|, no ids) go t
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from rohydr.core.errors import RohydrError
-from rohydr.core.io import sha256_file, write_text_atomic
+from rohydr.core.io import sha256_file
 from rohydr.core.vocabulary import FEATURE_KEYS, SPLITS
 from rohydr.data.safe_pickle import load_pickle_with_sha256
 
@@ -365,12 +364,3 @@ def load_validated(path, report_path) -> tuple[dict, dict]:
 
 def report_json(report: dict) -> str:
     return json.dumps(report, indent=2) + "\n"
-
-
-def cli_validate(args: argparse.Namespace) -> int:
-    _, report = validate_file(args.pickle, min_length=args.min_length)
-    if args.report:
-        write_text_atomic(args.report, report_json(report))
-    else:
-        sys.stdout.write(report_json(report))
-    return 0

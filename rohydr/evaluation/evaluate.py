@@ -12,7 +12,7 @@ import gzip
 import numpy as np
 import pandas as pd
 
-from rohydr.core.errors import NonFiniteError, RohydrError
+from rohydr.core.errors import NonFiniteError
 from rohydr.core.io import atomic_path, sha256_file
 from rohydr.core.layout import EVAL_COLUMNS, EVAL_IDENTITY
 from rohydr.core.metrics import score
@@ -22,8 +22,7 @@ from rohydr.core.vocabulary import CONVERGED, MODALITIES, PATTERNS, TRAINING_CON
 from rohydr.data.dataset import FeatureStore
 from rohydr.data.masks import load_masks, pattern_mask, realized_missing_rate
 from rohydr.models.checkpoint import check_data_matches, load_model
-from rohydr.models.predict import Predictions, predict
-from rohydr.training.pretrain import complete_predictions
+from rohydr.models.predict import Predictions, complete_predictions, predict
 
 EVAL_BATCH = 128
 
@@ -132,15 +131,3 @@ def evaluate(data: str, model_path: str, masks_path: str, seed: int, split_name:
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
     return table
-
-
-def cli_evaluate(args) -> int:
-    if bool(args.run) != bool(args.protocol):
-        raise RohydrError("evaluate: --run and --protocol name the scores together; give both or neither")
-    table = evaluate(args.data, args.model, args.masks, args.seed, args.split, args.out, args.predictions,
-                     Runtime.from_args(args, inference=True), zeros_for_missing=args.zeros_for_missing,
-                     identity=(args.run, args.protocol) if args.run else None)
-    wide = table[table.metric.isin(["acc2_non0", "f1_non0", "mae"])].pivot(index="condition", columns="metric",
-                                                                          values="value")
-    print(wide.round(4).to_string())
-    return 0

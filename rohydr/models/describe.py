@@ -2,7 +2,6 @@
 code for the DiT generator, IMDer's code (its defaults) for the score-SDE generator."""
 from __future__ import annotations
 
-import json
 
 from torch import nn
 
@@ -106,9 +105,3 @@ def format_table(result: dict) -> str:
     if result["differences"]:
         lines.append(result["differences"])
     return "\n".join(lines)
-
-
-def cli_describe(args) -> int:
-    result = describe(args.preset, tuple(args.dims), args.length, args.generator)
-    print(json.dumps(result, indent=2) if args.json else format_table(result))
-    return 0

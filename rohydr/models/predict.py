@@ -95,3 +95,20 @@ def predict(model, split, avail: np.ndarray, seed: int, batch_size: int, runtime
         width = 2 * len(MODALITIES) * model.config.d
         fused_truth = torch.cat(truth_batches) if truth_batches else torch.empty(0, width)
     return Predictions(y_rec, rec_mse, rec_cos, fusion_l1, fused_truth)
+
+
+def complete_prediction(model, text, audio, vision) -> torch.Tensor:
+    return model.predict_head(model.fuse(model.extract(text, audio, vision)))
+
+
+@torch.no_grad()
+def complete_predictions(model, split, batch_size, runtime: Runtime) -> np.ndarray:
+    """(N,) predictions of the backbone on complete inputs, eval mode."""
+    model.eval()
+    predictions, device = [], runtime.device
+    for start in range(0, len(split), batch_size):
+        (text, audio, vision), _ = split.batch(torch.arange(start, min(start + batch_size, len(split))))
+        with runtime.autocast():
+            y = complete_prediction(model, text.to(device), audio.to(device), vision.to(device))
+        predictions.append(y.float().cpu())
+    return torch.cat(predictions).numpy()

@@ -18,7 +18,7 @@ from rohydr.core.errors import RohydrError
 from rohydr.core.layout import PER_MR
 from rohydr.core.metrics import METRICS
 from rohydr.core.vocabulary import MR_CONDITIONS, PATTERNS, pattern_codes
-from rohydr.data.masks import load_masks
+from rohydr.data.masks import load_masks, masks_seed
 from rohydr.data.optimum import PREDICTION_OF, read_samples
 from rohydr.reporting.uncertainty import BOOTSTRAPPED, Estimate, collapse, estimate, resample_counts, seed_values
 
@@ -71,7 +71,7 @@ class Evidence:
     def load(cls, mask_paths: list, prediction_paths: dict[tuple[str, str, int], Path], optimum_path=None):
         masks, labels = {}, None
         for path in mask_paths:
-            seed = _seed_of(Path(path))
+            seed = masks_seed(path)
             masks[seed] = load_masks(path, "test")
         if not masks:
             raise RohydrError("aggregate: intervals need the test masks (--masks)")
@@ -213,10 +213,3 @@ class Evidence:
 def _patterns_of(mask: np.ndarray) -> list[str]:
     used = set(np.unique(pattern_codes(mask)).tolist())
     return [name for name, code in CODE_OF.items() if code in used]
-
-
-def _seed_of(path: Path) -> int:
-    stem = path.name.removesuffix(".h5")
-    if not stem.startswith("seed") or not stem[4:].isdigit():
-        raise RohydrError(f"masks {path}: expected a file named seed{{seed}}.h5 (as `rohydr masks` writes)")
-    return int(stem[4:])

@@ -41,7 +41,13 @@ from rohydr.core.vocabulary import (  # noqa: E402
     PATTERNS,
     TRAINING_CONDITION,
 )
-from rohydr.core.layout import PER_MR  # noqa: E402
+from rohydr.core.layout import (  # noqa: E402
+    COMPARISON_FIGURE,
+    MR_CURVES_FIGURE,
+    PER_MR,
+    RECOVERY_FIGURE,
+    TRAINING_CURVES_FIGURE,
+)
 from rohydr.reporting.methods import COMPONENT_CMAP, Methods, literature_colors  # noqa: E402
 from rohydr.reporting.render import NOT_CONVERGED  # noqa: E402
 from rohydr.reporting.tables import (  # noqa: E402
@@ -232,7 +238,7 @@ def mr_curves(long: pd.DataFrame, dataset: str, out_dir: Path, look: Look, peers
               compared: list[str] | None = None) -> list[Path]:
     """Acc-2 / F1 (non-0) vs nominal MR; x = 0 is the complete condition. With `compared`: the figure
     "comparison", one panel with those runs, the baselines and the literature."""
-    name = "mr_curves" if compared is None else "comparison"
+    name = MR_CURVES_FIGURE if compared is None else COMPARISON_FIGURE
     runs = [r for r in look.methods.ordered(long.variant) if r in set(mr_stats(long).variant)]
     if not runs:
         return placeholder(out_dir, name, f"{dataset}: no Acc-2 / F1 under missing rates in the eval files")
@@ -281,7 +287,7 @@ def read_train_logs(paths: list) -> pd.DataFrame:
     frames = []
     for raw in paths:
         path = Path(raw)
-        variant, protocol, seed = run_of(path)
+        variant, protocol, seed = run_of(path, "train log")
         try:
             frame = pd.read_csv(path)
         except FileNotFoundError:
@@ -340,7 +346,7 @@ def training_panels(logs: pd.DataFrame, look: Look) -> tuple[str, dict, dict]:
 
 def training_curves(logs: pd.DataFrame, dataset: str, out_dir: Path, look: Look) -> list[Path]:
     if logs.empty:
-        return placeholder(out_dir, "training_curves", f"{dataset}: no training logs given")
+        return placeholder(out_dir, TRAINING_CURVES_FIGURE, f"{dataset}: no training logs given")
     fig = plt.figure(figsize=(11.0, 9.0))
     main, losses, grads = training_panels(logs, look)
     mine = logs[logs.variant == main]
@@ -385,7 +391,7 @@ def training_curves(logs: pd.DataFrame, dataset: str, out_dir: Path, look: Look)
         row += 1
     validation_row(subfigs[row], logs, main, ncols, look)
     fig.suptitle(f"{dataset}: training", fontsize=11, fontweight="bold")
-    return save(fig, out_dir, "training_curves")
+    return save(fig, out_dir, TRAINING_CURVES_FIGURE)
 
 
 def validation_row(subfig, logs: pd.DataFrame, main: str, ncols: int, look: Look) -> None:
@@ -430,7 +436,7 @@ def recovery_quality(long: pd.DataFrame, dataset: str, out_dir: Path, look: Look
     stats = rec.groupby(["variant", "condition", "metric"])["value"].agg(["mean", "std"]).reset_index()
     runs = [r for r in look.methods.ordered(long.variant) if r in set(stats.variant)]
     if not runs:
-        return placeholder(out_dir, "recovery_quality", f"{dataset}: no recovery metrics in the eval files")
+        return placeholder(out_dir, RECOVERY_FIGURE, f"{dataset}: no recovery metrics in the eval files")
     fig, axes = plt.subplots(2, 3, figsize=(10.5, 6.0), sharey="row")
     offsets = np.linspace(-0.3, 0.3, len(runs)) if len(runs) > 1 else [0.0]
     for col, modality in enumerate(MODALITIES):
@@ -462,7 +468,7 @@ def recovery_quality(long: pd.DataFrame, dataset: str, out_dir: Path, look: Look
     n_seeds = long.groupby("variant").seed.nunique().max()
     fig.suptitle(f"{dataset}: recovered vs true extracted features (mean ± std over {seeds_text(n_seeds)})")
     legend_below(fig, axes, ncol=min(len(runs), 5))
-    return save(fig, out_dir, "recovery_quality")
+    return save(fig, out_dir, RECOVERY_FIGURE)
 
 
 # ----------------------------------------------------------------------------- command
@@ -491,10 +497,3 @@ def plots(dataset: str, eval_paths: list, train_logs: list, out_dir, methods: Me
             compared = comparison or [methods.main_of(runs)]
             paths += mr_curves(long, dataset, out_dir, look, peers, compared)
         return paths
-
-
-def cli_plots(args) -> int:
-    paths = plots(args.dataset, args.eval, args.train_logs, args.out_dir, Methods.from_args(args), args.literature,
-                  args.peers_key, args.comparison)
-    print("wrote " + ", ".join(str(p) for p in paths))
-    return 0

@@ -65,11 +65,3 @@ def sweep_plot(tables: list, redundancy: list[float], out: str, main_label: str 
         plt.close(fig)
     write_text_atomic(f"{out}.csv", points.to_csv(index=False, float_format="%.6g"))
     return [*paths, Path(f"{out}.csv")]
-
-
-def cli_sweep_plot(args) -> int:
-    labels = dict(pair.split("=", 1) for pair in args.display_names or [])
-    main = labels.get(args.main_variant, args.main_variant) if args.main_variant else None
-    paths = sweep_plot(args.tables, args.redundancy, args.out, main)
-    print("wrote " + ", ".join(map(str, paths)))
-    return 0

@@ -22,7 +22,6 @@ command line (the workflow config): see rohydr/reporting/methods.py.
 from __future__ import annotations
 
 import math
-import re
 import sys
 from dataclasses import dataclass
 from importlib import resources
@@ -33,7 +32,20 @@ import pandas as pd
 
 from rohydr.core.errors import RohydrError
 from rohydr.core.io import write_text_atomic
-from rohydr.core.layout import ALL_PATTERNS, COMPLETE_DATA, EVAL_COLUMNS, EVAL_IDENTITY, PER_MR
+from rohydr.core.layout import (
+    ABLATION_TABLE,
+    ALL_PATTERNS,
+    COMPARISON_TABLE,
+    COMPLETE_DATA,
+    EVAL_COLUMNS,
+    EVAL_IDENTITY,
+    GAP_TABLE,
+    MISSING_PATTERNS_TABLE,
+    MISSING_RATES_TABLE,
+    PER_MR,
+    RECOVERY_TABLE,
+    parse_run_dir,
+)
 from rohydr.core.metrics import METRICS, RANGES, score
 from rohydr.core.vocabulary import (
     BATCH_CONDITION,
@@ -58,7 +70,6 @@ from rohydr.reporting.render import (
     Stat,
     Table,
     pair_columns,
-    to_markdown,
     write_table,
 )
 
@@ -68,13 +79,12 @@ PEER_COLUMNS = ("dataset", "method", "source", "condition", "acc2_non0", "f1_non
 
 # ----------------------------------------------------------------------------- reading
 
-def run_of(path: Path) -> tuple[str, str, int]:
-    """(run, protocol, seed) from .../{run}/{protocol}/seed{seed}/eval.csv."""
-    match = re.fullmatch(r"seed(\d+)", path.parent.name)
-    if not match or not path.parent.parent.name or not path.parent.parent.parent.name:
-        raise RohydrError(f"eval {path}: expected a path .../{{run}}/{{protocol}}/seed{{seed}}/{path.name}, "
-                          f"found folder {path.parent.name!r}")
-    return path.parent.parent.parent.name, path.parent.parent.name, int(match.group(1))
+def run_of(path: Path, what: str = "eval") -> tuple[str, str, int]:
+    """(run, protocol, seed) of a run folder's file (`what`: how messages name it)."""
+    try:
+        return parse_run_dir(path)
+    except ValueError as error:
+        raise RohydrError(f"{what} {error}") from None
 
 
 def value_range(metric: str) -> tuple[float, float]:
@@ -462,7 +472,7 @@ def patterns_table(ctx: Context) -> Table:
     title = f"Missing patterns, {ctx.dataset}: Acc-2 and F1 (non-0) in %, {seeds_phrase(rows)}"
     notes = ["Columns name the AVAILABLE modalities; Avg. is the mean of the six missing patterns per seed. "
              "Trained runs: one model per seed trained and selected on every availability pattern."]
-    return Table("missing_patterns", title, columns, rows, table_notes(ctx, rows, notes))
+    return Table(MISSING_PATTERNS_TABLE, title, columns, rows, table_notes(ctx, rows, notes))
 
 
 def realized_rates(long: pd.DataFrame) -> dict[str, float]:
@@ -494,7 +504,7 @@ def rates_table(ctx: Context, realized: dict) -> Table:
     if BATCH_CONDITION in groups.values():
         notes.append("per-batch 0.7: the reference implementation's draw (one pattern per batch of 32), "
                      "not part of Avg.")
-    return Table("missing_rates", title, columns, rows, table_notes(ctx, rows, notes))
+    return Table(MISSING_RATES_TABLE, title, columns, rows, table_notes(ctx, rows, notes))
 
 
 def paired_delta(ctx: Context, long: pd.DataFrame, source, reference, condition: str, metric: str) -> Stat | None:
@@ -572,7 +582,7 @@ def ablation_table(ctx: Context, requested: list[str], long: pd.DataFrame) -> Ta
     rows, deltas = compared_rows(ctx, requested, long, columns, DELTA_CONDITIONS, "ablation")
     title = f"Ablation, {ctx.dataset}: Acc-2 and F1 (non-0) in %, MAE, {seeds_phrase(rows)}"
     notes = [DELTA_NOTE + " One model per seed trained and selected on every availability pattern."]
-    return Table("ablation", title, [*columns, *deltas], rows, table_notes(ctx, rows, notes))
+    return Table(ABLATION_TABLE, title, [*columns, *deltas], rows, table_notes(ctx, rows, notes))
 
 
 def comparison_table(ctx: Context, requested: list[str], long: pd.DataFrame) -> Table:
@@ -586,7 +596,7 @@ def comparison_table(ctx: Context, requested: list[str], long: pd.DataFrame) -> 
     notes = ["Every method on the same data, pretrained backbone, saved masks and seeds; one model per seed trained "
              "and selected on every availability pattern. Columns name the AVAILABLE modalities; Avg. MR is the "
              "mean over MR 0.1-0.7 of the same model. " + DELTA_NOTE]
-    return Table("comparison", title, [*columns, *deltas], rows, table_notes(ctx, rows, notes))
+    return Table(COMPARISON_TABLE, title, [*columns, *deltas], rows, table_notes(ctx, rows, notes))
 
 
 def gap_table(ctx: Context) -> Table:
@@ -596,11 +606,11 @@ def gap_table(ctx: Context) -> Table:
     title = f"Share of the gap closed, {ctx.dataset}: (method − floor) / (optimum − floor) of Acc-2 (non-0), in %"
     evidence = ctx.cells.evidence
     if evidence is None or not ctx.has_optimum() or ctx.floor not in ctx.runs:
-        return Table("gap_closed", title, columns, [],
+        return Table(GAP_TABLE, title, columns, [],
                      ["Not available: it needs the optimum (known for the synthetic data only), the floor run and "
                       "the per-row predictions."])
     if evidence.undefined(PAIR[0]):
-        return Table("gap_closed", title, columns, [], [f"Not available: the test split has {evidence.undefined(PAIR[0])}."])
+        return Table(GAP_TABLE, title, columns, [], [f"Not available: the test split has {evidence.undefined(PAIR[0])}."])
     floor = (ctx.floor, COMPLETE_DATA)
     gaps = {column: evidence.difference(OPTIMUM, floor, column.condition, PAIR[0]) for column in columns}
     open_gaps = [column for column, gap in gaps.items() if gap is not None and gap.low > 0]
@@ -620,7 +630,7 @@ def gap_table(ctx: Context) -> Table:
              "optimum; computed per seed and per bootstrap resample. –: the gap's own 95 % interval reaches 0 (last "
              "row), so there is no gap to close; no interval: on some resamples floor and optimum coincide, so the "
              "share is undefined there (a gap of a point or two)."]
-    return Table("gap_closed", title, columns, [*rows, gap_row], notes + convergence_note(rows) + interval_notes(rows))
+    return Table(GAP_TABLE, title, columns, [*rows, gap_row], notes + convergence_note(rows) + interval_notes(rows))
 
 
 def recovery_table(ctx: Context, long: pd.DataFrame, reference: str | None) -> Table:
@@ -650,7 +660,7 @@ def recovery_table(ctx: Context, long: pd.DataFrame, reference: str | None) -> T
              "Zero fill's MSE is the features' mean square, "
              "mean fill's their variance around the training mean. Each seed has its own pretrained extractor, "
              "hence features of its own scale: the ratio columns compare methods within each seed."]
-    return Table("recovery", title, [*columns, *ratios], rows, notes)
+    return Table(RECOVERY_TABLE, title, [*columns, *ratios], rows, notes)
 
 
 # ----------------------------------------------------------------------------- command
@@ -717,13 +727,13 @@ def aggregate(dataset: str, eval_paths: list, out_dir, literature: str = "auto",
     long = pd.concat([long, optimum_long(evidence)], ignore_index=True)
     summary = summarize(long)
     ctx = Context(dataset, methods, Cells(summary, evidence), methods.ordered(runs), peers, floor)
-    tables = {"missing_patterns": patterns_table(ctx), "missing_rates": rates_table(ctx, realized_rates(long))}
+    tables = {MISSING_PATTERNS_TABLE: patterns_table(ctx), MISSING_RATES_TABLE: rates_table(ctx, realized_rates(long))}
     if ablation is not None:
-        tables["ablation"] = ablation_table(ctx, ablation, long)
+        tables[ABLATION_TABLE] = ablation_table(ctx, ablation, long)
     if comparison is not None:
-        tables["comparison"] = comparison_table(ctx, comparison, long)
-    tables["gap_closed"] = gap_table(ctx)
-    tables["recovery"] = recovery_table(ctx, long, recovery_reference)
+        tables[COMPARISON_TABLE] = comparison_table(ctx, comparison, long)
+    tables[GAP_TABLE] = gap_table(ctx)
+    tables[RECOVERY_TABLE] = recovery_table(ctx, long, recovery_reference)
     for warning in ctx.cells.warnings():
         print(warning, file=sys.stderr)
     # everything is checked and built before the first file is written
@@ -737,12 +747,3 @@ def aggregate(dataset: str, eval_paths: list, out_dir, literature: str = "auto",
     for table in tables.values():
         write_table(table, out_dir, dataset)
     return tables
-
-
-def cli_aggregate(args) -> int:
-    tables = aggregate(args.dataset, args.eval, args.out_dir, args.literature, args.peers_key, args.ablation,
-                       Methods.from_args(args), masks=args.masks, optimum=args.optimum, floor=args.floor,
-                       recovery_reference=args.recovery_reference, comparison=args.comparison)
-    print(to_markdown(tables["missing_patterns"]))
-    print(f"wrote {', '.join(tables)} tables, all_metrics.csv and seeds.csv to {args.out_dir}")
-    return 0

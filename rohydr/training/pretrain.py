@@ -13,32 +13,16 @@ import torch
 import torch.nn.functional as F
 
 from rohydr.core.config import load_run_config
-from rohydr.core.io import sha256_file, sole_writer
+from rohydr.core.io import sha256_file
 from rohydr.core.metrics import score
 from rohydr.core.runtime import Runtime, derived_seed, seed_everything
 from rohydr.core.vocabulary import PRETRAIN_LOG_COLUMNS
 from rohydr.data.dataset import FeatureStore
 from rohydr.models.checkpoint import build_model, save_checkpoint
+from rohydr.models.predict import complete_prediction, complete_predictions
 from rohydr.training.loop import EpochLoop, epoch_batches
 
 PRETRAINED_COMPONENTS = ["extractor", "fusion", "head"]
-
-
-def complete_prediction(model, text, audio, vision) -> torch.Tensor:
-    return model.predict_head(model.fuse(model.extract(text, audio, vision)))
-
-
-@torch.no_grad()
-def complete_predictions(model, split, batch_size, runtime: Runtime) -> np.ndarray:
-    """(N,) predictions of the backbone on complete inputs, eval mode."""
-    model.eval()
-    predictions, device = [], runtime.device
-    for start in range(0, len(split), batch_size):
-        (text, audio, vision), _ = split.batch(torch.arange(start, min(start + batch_size, len(split))))
-        with runtime.autocast():
-            y = complete_prediction(model, text.to(device), audio.to(device), vision.to(device))
-        predictions.append(y.float().cpu())
-    return torch.cat(predictions).numpy()
 
 
 def validate_complete(model, split, batch_size, runtime: Runtime) -> dict:
@@ -92,12 +76,3 @@ def pretrain(data: str, run_config_path: str, seed: int, out: str, log: str, run
     })
     loop.finish()
     return best_row
-
-
-def cli_pretrain(args) -> int:
-    runtime = Runtime.from_args(args)
-    with sole_writer(args.out):
-        best = pretrain(args.data, args.run_config, args.seed, args.out, args.log, runtime,
-                        progress=not args.no_progress)
-    print(f"best epoch {best['epoch']}: val_l1 {best['val_l1']:.4f} val_acc2 {best['val_acc2']:.4f}")
-    return 0

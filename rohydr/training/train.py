@@ -16,7 +16,8 @@ import torch
 
 from rohydr.core.config import RunConfig, load_run_config
 from rohydr.core.errors import RohydrError
-from rohydr.core.io import sha256_file, sole_writer
+from rohydr.core.io import sha256_file
+from rohydr.core.layout import ALL_PATTERNS, mr_protocol
 from rohydr.core.metrics import score
 from rohydr.core.runtime import Runtime, derived_seed, seed_everything
 from rohydr.core.vocabulary import ALL_PATTERNS_CONDITION, GROUPS, MISSING_PATTERNS, TRAIN_LOG_COLUMNS
@@ -202,7 +203,7 @@ def training_masks(cfg, n: int, rng: np.random.Generator, order: torch.Tensor) -
     """Availability (n, 3) for this epoch, indexed by sample; the per-batch draw follows the batch order."""
     if cfg.missing_draw == "per_batch":
         by_position = draw_batch_mr_masks(n, cfg.batch_size, cfg.train_mr, rng)
-    elif cfg.missing_draw == "all_patterns":
+    elif cfg.missing_draw == ALL_PATTERNS:
         by_position = draw_pattern_masks(n, cfg.pattern_weights, rng)
     else:
         by_position = draw_mr_masks(n, cfg.train_mr, rng)
@@ -237,7 +238,7 @@ def generator_validation(model, split, avail: np.ndarray, seed: int, cfg, runtim
 
 def validation_condition(cfg) -> str:
     """The saved validation masks that select the model: those of its training protocol."""
-    return ALL_PATTERNS_CONDITION if cfg.missing_draw == "all_patterns" else f"mr{cfg.train_mr:.1f}"
+    return ALL_PATTERNS_CONDITION if cfg.missing_draw == ALL_PATTERNS else mr_protocol(cfg.train_mr)
 
 
 def validation_scores(model, split, avail, seed, noise, batch_size, runtime: Runtime) -> dict:
@@ -339,11 +340,3 @@ def train(data: str, run_config_path: str, pretrained: str, masks: str, seed: in
     })
     loop.finish()
     return best_row
-
-
-def cli_train(args) -> int:
-    with sole_writer(args.out):
-        best = train(args.data, args.run_config, args.pretrained, args.masks, args.seed, args.out, args.log,
-                     Runtime.from_args(args), stage=args.stage, progress=not args.no_progress)
-    print(f"best epoch {best['epoch']}: " + " ".join(f"{k} {best[k]:.4f}" for k in ("val_l1", "val_acc2", "val_f1")))
-    return 0

@@ -82,6 +82,8 @@ class Memory:
 
 
 class CudaRules(TorchDispatchMode):
+    """Every op on the CPU data, its outputs on the device CUDA would put them on, CUDA's refusals raised."""
+
     def __init__(self, memory: Memory):
         super().__init__()
         self.memory = memory
@@ -144,13 +146,16 @@ def _cuda_functions(memory: Memory) -> dict:
     properties = types.SimpleNamespace(name="Emulated CUDA device", uuid="emulated-cuda-0", major=9, minor=0,
                                        total_memory=80 * 2**30, multi_processor_count=132)
 
-    def index_of(device=None) -> int:
-        index = torch.device(device).index if isinstance(device, (str, torch.device)) else device
-        if index not in (None, 0):
-            raise RuntimeError("CUDA error: invalid device ordinal (emulated CUDA shows one device)")
-        return 0
+    def of_the_device(answer):
+        """A query about one device: refuses another index, as CUDA does, then answers."""
+        def query(device=None):
+            index = torch.device(device).index if isinstance(device, (str, torch.device)) else device
+            if index not in (None, 0):
+                raise RuntimeError("CUDA error: invalid device ordinal (emulated CUDA shows one device)")
+            return answer()
+        return query
 
-    def reset_peak(device=None):
+    def reset_peak():
         memory.peak = memory.allocated
 
     return {
@@ -158,15 +163,15 @@ def _cuda_functions(memory: Memory) -> dict:
         "is_available": lambda: True,
         "device_count": lambda: 1,
         "current_device": lambda: 0,
-        "set_device": index_of,
-        "synchronize": index_of,
         "is_bf16_supported": lambda including_emulation=True: True,
-        "get_device_properties": lambda device=None: index_of(device) or properties,
-        "get_device_name": lambda device=None: index_of(device) or properties.name,
-        "get_device_capability": lambda device=None: index_of(device) or (properties.major, properties.minor),
-        "memory_allocated": lambda device=None: index_of(device) or memory.allocated,
-        "max_memory_allocated": lambda device=None: index_of(device) or memory.peak,
-        "reset_peak_memory_stats": reset_peak,
+        "set_device": of_the_device(lambda: None),
+        "synchronize": of_the_device(lambda: None),
+        "get_device_properties": of_the_device(lambda: properties),
+        "get_device_name": of_the_device(lambda: properties.name),
+        "get_device_capability": of_the_device(lambda: (properties.major, properties.minor)),
+        "memory_allocated": of_the_device(lambda: memory.allocated),
+        "max_memory_allocated": of_the_device(lambda: memory.peak),
+        "reset_peak_memory_stats": of_the_device(reset_peak),
     }
 
 

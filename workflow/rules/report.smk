@@ -146,7 +146,7 @@ rule baselines:
 
 
 # One target per training protocol: `snakemake per_mr --cores 8 --resources gpu=1`.
-for _protocol, _folders in {"all_patterns": [ALL_PATTERNS], "per_mr": MR_PROTOCOLS}.items():
+for _protocol, _folders in {ALL_PATTERNS: [ALL_PATTERNS], layout.PER_MR: MR_PROTOCOLS}.items():
 
     rule:
         name:

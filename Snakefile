@@ -8,7 +8,8 @@ min_version("9.0")
 configfile: f"{workflow.basedir}/config/config.yaml"
 
 
-include: "workflow/rules/common.smk"
+include: "workflow/rules/config.smk"
+include: "workflow/rules/paths.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"

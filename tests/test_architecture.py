@@ -60,6 +60,29 @@ def test_layers_import_only_downward():
     assert not upward, "imports that do not go down a layer:\n" + "\n".join(upward)
 
 
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every cycle of imports between the package's modules (each found once, from its smallest module)."""
+    cycles = []
+
+    def walk(path: list[str]) -> None:
+        for target in sorted(graph.get(path[-1], ())):
+            if target == path[0]:
+                cycles.append(path)
+            elif target > path[0] and target not in path:
+                walk([*path, target])
+
+    for module in sorted(graph):
+        walk([module])
+    return cycles
+
+
+def test_no_module_imports_itself_through_others():
+    """Within a layer too (data/optimum.py and data/synthetic.py once imported each other)."""
+    cycles = import_cycles({module: {t for t in imports if t != module} for module, imports in import_graph().items()})
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join([*cycle, cycle[0]]) for cycle in cycles)
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c"]]
+
+
 def test_the_check_sees_an_upward_import(tmp_path):
     module = tmp_path / "dit.py"
     module.write_text("def f():\n    from rohydr.training.train import StageRunner\n")

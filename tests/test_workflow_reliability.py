@@ -49,7 +49,7 @@ def run_config(folder: Path, data_seed: int) -> Path:
         "datasets": {"synthetic": {"synthetic": {"like": "mosi", "seed": data_seed, "sizes": [96, 32, 48],
                                                  "length": 12},
                                    "preset": "tiny", "literature": "none",
-                                   "overrides": {"train": {"max_epochs": 25, "early_stop": 25}}}},
+                                   "overrides": {"train": {"max_epochs": 12, "early_stop": 12}}}},
         "seeds": [1], "variants": {"rohydr": {}}, "baselines": {}, "ablation": ["rohydr"], "comparison": ["rohydr"],
         "protocols": {"all_patterns": {"runs": ["rohydr"]}, "per_mr": {"runs": []}},
     }))

@@ -41,14 +41,16 @@ def slot_holders(identities: list[str]) -> list[int | None]:
     holders = []
     for identity in identities:
         path = _slot_file(identity)
-        handle = try_lock(path) if path.exists() else None
+        if not path.exists():  # never taken
+            holders.append(None)
+            continue
+        handle = try_lock(path)
         if handle is not None:
             handle.close()
-        if handle is not None or not path.exists():
             holders.append(None)
-        else:
-            text = path.read_text().strip()
-            holders.append(int(text) if text.isdigit() else -1)  # -1: held, its pid not yet written
+            continue
+        text = path.read_text().strip()
+        holders.append(int(text) if text.isdigit() else -1)  # -1: held, its pid not yet written
     return holders
 
 

@@ -10,7 +10,7 @@ rule run_config:
         "results/{dataset}/logs/run_config/{variant}_{protocol}.log",
     localrule: True
     params:
-        resolved=lambda wc: RUN_CONFIGS[(wc.dataset, wc.variant, wc.protocol)],
+        resolved=lambda wc: run_config_json(RUN_CONFIGS[(wc.dataset, wc.variant, wc.protocol)]),
     run:
         from rohydr.core.io import write_text_atomic
 
@@ -24,7 +24,7 @@ use rule run_config as pretrain_config with:
     log:
         "results/{dataset}/logs/run_config/pretrain.log",
     params:
-        resolved=lambda wc: PRETRAIN_CONFIGS[wc.dataset],
+        resolved=lambda wc: run_config_json(PRETRAIN_CONFIGS[wc.dataset]),
 
 
 localrules:

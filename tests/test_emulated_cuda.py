@@ -8,7 +8,6 @@ import gzip
 import itertools
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -158,7 +157,7 @@ def test_the_emulated_device_enforces_cuda_rules(tmp_path):
     script.write_text(f"import ctypes, sys\nctypes.CDLL(sys.argv[1], mode=ctypes.RTLD_GLOBAL)\n"
                       f"sys.path.insert(0, {str(RUNNER.parent)!r})\n{RULES}")
     result = subprocess.run([sys.executable, str(script), str(build_shim(tmp_path))], capture_output=True, text=True,
-                            env={**os.environ}, timeout=300)
+                            timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "mixed refused: Expected all tensors to be on the same device" in result.stdout
     assert "generator refused: Expected a 'cuda' device type for generator but found 'cpu'" in result.stdout

@@ -66,7 +66,7 @@ def one_batch_agreement(preset: str, device: str, rows: int = 16) -> dict[str, f
     return {mode: float(np.abs(predictions(device, bf16=mode == "bf16") - on_cpu).max()) for mode in ("fp32", "bf16")}
 
 
-def table(results: dict[str, dict], agreement: dict[str, float], eval_samples: int) -> str:
+def table(results: dict[str, dict], agreement: dict[str, float]) -> str:
     lines = ["| mode | train s/batch | evaluate s (7 patterns) | peak MB, training | peak MB, evaluation | "
              "one batch: max abs(prediction - CPU's) |", "|---|---|---|---|---|---|"]
     for mode, result in results.items():
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         results[mode] = bench(mode, args.preset, args.device, args.batches, args.eval_samples, args.timeout)
         print(f"  {mode}: done" + (f" ({results[mode]['error']})" if "error" in results[mode] else ""), flush=True)
     agreement = one_batch_agreement(args.preset, args.device)
-    print(table(results, agreement, args.eval_samples))
+    print(table(results, agreement))
     return 1 if any("error" in result for result in results.values()) else 0
 
 

@@ -7,6 +7,7 @@ settings in separate invocations.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import tempfile
 import time
@@ -68,20 +69,20 @@ def time_training(runner: StageRunner, split, batches: int, device: torch.device
     rng = np.random.default_rng(0)
     avail = torch.from_numpy(draw_mr_masks(len(split), cfg.train_mr, rng)).to(device)
     order = torch.from_numpy(rng.permutation(len(split)))
-    stages = [s for s, runs in (("stage1", runner.runs_stage1), ("stage2", runner.runs_stage2), ("stage3", True))
-              if runs]
+    every = runner.stages(has_missing=True)
     if cfg.schedule == "joint":
-        stages = ["joint"]
-    elif cfg.reuse_forward:
-        stages = ["shared_forward"]  # the three stages from one forward: not separable in time
+        steps = {"joint": lambda batch, batch_avail: runner.joint(batch, batch_avail, every)}
+    elif cfg.reuse_forward:  # the three stages from one forward: not separable in time
+        steps = {"shared_forward": lambda batch, batch_avail: runner.shared_forward(batch, batch_avail, every)}
+    else:
+        steps = {stage: functools.partial(runner.one_stage, stage=stage) for stage in every}
+    stages = list(steps)
     runner.model.train()
 
     def run_batch(b: int) -> dict[str, float]:
         index = order[(b * cfg.batch_size) % len(split):][:cfg.batch_size].to(device)
         batch, batch_avail = split.batch(index), avail[index]
-        return {stage: timed(device, getattr(runner, stage), batch, batch_avail,
-                             **({"has_missing": True} if stage in ("joint", "shared_forward") else {}))
-                for stage in stages}
+        return {stage: timed(device, step, batch, batch_avail) for stage, step in steps.items()}
 
     warmup, fastest = 0, math.inf
     while (compiled or device.type == "cuda") and warmup < WARMUP_LIMIT:

@@ -60,6 +60,7 @@ PATH_ROLES = {
     "aggregate": {"inputs": ("eval", "masks", "optimum"), "folders": ("out_dir",)},
     "plots": {"inputs": ("eval", "train_logs"), "folders": ("out_dir",)},
     "sweep-plot": {"inputs": ("tables",), "stems": {"out": ("png", "pdf", "csv")}},
+    "budget-plot": {"inputs": ("manifest",), "stems": {"out": ("png", "pdf", "csv", "md")}},
     "bench": {"inputs": ("data",), "outputs": ("json_out",)},
 }
 
@@ -227,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--main-variant", default=None)
     p.add_argument("--display-names", nargs="*", default=[], metavar="RUN=LABEL")
     p.add_argument("--out", required=True, help="output stem: STEM.png, STEM.pdf, STEM.csv")
+
+    p = sub.add_parser("budget-plot", help="recovery and Acc-2 against the generators' optimizer steps")
+    p.add_argument("--manifest", required=True, metavar="JSON",
+                   help="the budget sweep's files by dataset, run, budget and seed (rohydr/reporting/budget.py)")
+    p.add_argument("--out", required=True, help="output stem: STEM.png, STEM.pdf, STEM.csv, STEM.md")
 
     p = sub.add_parser("bench", help="training and evaluation throughput and peak memory")
     p.add_argument("--preset", default="mosi")

@@ -145,6 +145,12 @@ def sweep_plot(args: Namespace) -> None:
     print("wrote " + ", ".join(map(str, paths)))
 
 
+def budget_plot(args: Namespace) -> None:
+    from rohydr.reporting.budget import budget_plot as draw_budget
+
+    print("wrote " + ", ".join(map(str, draw_budget(args.manifest, args.out))))
+
+
 def bench(args: Namespace) -> None:
     from rohydr.bench import bench as run_bench, format_table
     from rohydr.core.errors import RohydrError

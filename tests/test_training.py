@@ -88,7 +88,7 @@ def test_each_stage_updates_its_parameter_groups(workspace, faithful):
     }
     for stage, groups in expected.items():
         before = _snapshot(model)
-        getattr(runner, stage)(batch, avail)
+        runner.one_stage(batch, avail, stage)
         assert _changed(model, before) == groups, stage
     assert "extractor" in GROUPS and not any(p.requires_grad for p in model.extractor.parameters())
 
@@ -107,6 +107,7 @@ def test_shared_forward_applies_every_stage(workspace):
                                        "multimodal_reconstructor", "fusion", "head"}
     means = runner.epoch_means()
     assert {"stage1_loss", "stage2_loss", "stage3_loss", "disc_loss"} <= set(means)
+    assert means["generator_steps"] == 1  # the budget sweep's count: one step had stage 1's loss
 
 
 def test_killed_and_resumed_run_equals_uninterrupted(workspace, tmp_path):

@@ -104,6 +104,29 @@ def test_redundancy_sweep_is_a_target_of_its_own(tmp_path):
     assert "sweep_plot" not in plain.stdout and "synthetic_r" not in plain.stdout
 
 
+def test_budget_sweep_trains_a_copy_per_budget_and_reuses_the_run_where_the_budget_changes_nothing(tmp_path):
+    result = snakemake("budget_sweep", "-n", "--cores", 2, "--configfile", CONFIG, cwd=tmp_path)
+    jobs = scheduled_jobs(result.stdout)
+    sweep = merged(CONFIG)["budget_sweep"]
+    datasets = {"synthetic", *(f"synthetic_r{value}" for value in sweep["redundancy"])}
+    trained = {(job["dataset"], job["variant"]) for rule, job in jobs if rule == "train"}
+    for dataset in datasets:
+        for run in sweep["runs"]:
+            for epochs in sweep["generator_epochs"]:
+                # no generator stage is the run as configured: its own model, not a copy
+                assert (dataset, run if epochs == 0 else f"{run}_gen{epochs}") in trained, (dataset, run, epochs)
+        assert {(dataset, run) for run in sweep["references"]} <= trained
+    assert not any(variant.endswith("_gen0") for _, variant in trained)
+    assert {job["seed"] for rule, job in jobs if rule == "train"} == set(map(str, sweep["seeds"]))
+    assert {rule for rule, _ in jobs} >= {"budget_manifest", "budget_plot"} and "aggregate" not in result.stdout
+    snakemake("--cores", 1, "results/synthetic/rohydr_gen24/all_patterns/run_config.json", "--configfile", CONFIG,
+              cwd=tmp_path)
+    train = json.loads((tmp_path / "results/synthetic/rohydr_gen24/all_patterns/run_config.json").read_text())["train"]
+    assert (train["generator_epochs"], train["generator_early_stop"]) == (24, sweep["generator_early_stop"])
+    plain = snakemake("-n", "--cores", 2, "--configfile", CONFIG, cwd=tmp_path)
+    assert "_gen" not in plain.stdout and "budget_plot" not in plain.stdout
+
+
 def mosi_config(tmp_path: Path, **extra) -> Path:
     pickle = tmp_path / "aligned_50.pkl"
     pickle.write_bytes(b"")
@@ -170,6 +193,9 @@ def test_slurm_profile_stops_before_submitting_when_its_variables_are_unset(tmp_
     ({"datasets": {"synthetic": {"preset": "huge"}}}, "'huge' is not one of"),
     ({"variants": {"typo": {"model": {"use_difusion": False}}}}, "use_difusion"),
     ({"variants": {"bad": {"train": {"schedule": "parallel"}}}}, "parallel"),
+    ({"budget_sweep": {"runs": ["rohydr", "ridge_fill"]}}, "'ridge_fill' has no generator to give steps to"),
+    ({"budget_sweep": {"mse_reference": "rohydr"}}, "budget_sweep.mse_reference 'rohydr' is not one of"),
+    ({"variants": {"rohydr_gen8": {}}}, "variant 'rohydr_gen8' is also the budget sweep's copy of 'rohydr'"),
 ])
 def test_bad_config_fails_at_parse_time(tmp_path, extra, message):
     path = tmp_path / "bad.yaml"
@@ -358,6 +384,33 @@ def test_changed_variant_config_retrains_that_variant_only(full_run, tmp_path):
 def report_entries(html: str) -> dict:
     """The results a Snakemake report embeds: path -> name, labels, caption and data URI."""
     return json.loads(re.search(r"var results = (\{.*?\});\n", html, re.S).group(1))
+
+
+def test_budget_sweep_counts_the_generator_steps_each_budget_adds(full_run, tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(full_run, folder, symlinks=True)
+    snakemake("budget_sweep", "--cores", 2, "--configfile", CONFIG, FAST, cwd=folder)
+    config = merged(CONFIG, FAST)
+    sweep, names = config["budget_sweep"], config["display_names"]
+    points = pd.read_csv(folder / "results/sweeps/synthetic_budget.csv")
+    steps = points[points.metric == "acc2_non0"].set_index(["label", "generator_epochs"]).generator_steps
+    train_rows = config["datasets"]["synthetic"]["synthetic"]["sizes"][0]
+    batches = -(-train_rows // 16)  # the tiny preset's batch size: every row is a generator row in the stage
+    low, high = sweep["generator_epochs"]
+    run = names[sweep["runs"][0]]
+    assert steps[(run, high)] - steps[(run, low)] == (high - low) * batches
+    log = pd.read_csv(folder / f"results/synthetic/{sweep['runs'][0]}_gen{high}/all_patterns/seed1/train_log.csv")
+    assert (log[log.phase == "generators"].generator_steps == batches).all()
+    assert not (folder / f"results/synthetic/{sweep['runs'][0]}_gen{low}").exists()  # the run's own model
+    references = set(points[points.kind == "reference"].label)
+    assert references == {names[r] for r in sweep["references"]}
+    ratio = points[(points.label == names[sweep["mse_reference"]]) & (points.metric == "rec_mse_rel")]["mean"]
+    assert ratio.tolist() == [1.0]
+    assert set(points[points.kind == "bound"].metric) == {"acc2_non0"}
+    summary = (folder / "results/sweeps/synthetic_budget.md").read_text()
+    assert f"| {run} ‡ | {high} |" in summary and "the ranking" in summary
+    for ext in ("png", "pdf"):
+        assert (folder / f"results/sweeps/synthetic_budget.{ext}").stat().st_size > 10_000
 
 
 def test_report_shows_every_table_and_figure_with_captions(full_run):

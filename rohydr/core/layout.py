@@ -64,6 +64,20 @@ def sweep_dataset(dataset: str, redundancy: float) -> str:
     return f"{dataset}_r{redundancy}"
 
 
+def budget_run(run: str, generator_epochs: int) -> str:
+    """The budget sweep's copy of a run with a generator stage of exactly `generator_epochs` epochs."""
+    return f"{run}_gen{generator_epochs}"
+
+
+# results/sweeps/{dataset}_{kind}.{png,pdf,csv,...}: the sweeps over one configured dataset.
+SWEEPS_FOLDER = "results/sweeps"
+REDUNDANCY_SWEEP, BUDGET_SWEEP = "redundancy", "budget"
+
+
+def sweep_stem(dataset: str, kind: str) -> str:
+    return f"{SWEEPS_FOLDER}/{dataset}_{kind}"
+
+
 def run_dir(dataset: str, run: str, protocol: str, seed: int) -> str:
     return f"results/{dataset}/{run}/{protocol}/seed{seed}"
 

@@ -49,13 +49,15 @@ GROUPS = ("extractor", "diffusion", "unimodal_reconstructor", "fusion", "multimo
           "discriminator", "head")
 
 # Columns of a training run's train_log.csv; CONVERGED (last row) is also a metric of eval.csv.
+# GENERATOR_STEPS: the optimizer steps of the epoch that had a generator loss (the budget sweep's axis).
 CONVERGED = "converged"
+GENERATOR_STEPS = "generator_steps"
 GRAD_STAGES = ("stage1", "stage2", "stage3", "joint")
 LOSS_COLUMNS = ["stage1_loss", "stage1_diffusion", "stage1_reconstruction", "disc_loss", "stage2_loss",
                 "stage2_adversarial", "stage2_l1", "stage3_loss", "joint_loss"]
 VALID_COLUMNS = ["val_l1", "val_acc2", "val_f1", "val_recon_mse", "val_fusion_l1", "val_generator_diffusion",
                  "val_generator_reconstruction"]
-TRAIN_LOG_COLUMNS = (["epoch", "phase", "wall_s", "lr"] + LOSS_COLUMNS
+TRAIN_LOG_COLUMNS = (["epoch", "phase", "wall_s", "lr", GENERATOR_STEPS] + LOSS_COLUMNS
                      + [f"gradnorm_{stage}_{group}" for stage in GRAD_STAGES for group in GROUPS] + VALID_COLUMNS
                      + [CONVERGED])
 PRETRAIN_LOG_COLUMNS = ["epoch", "phase", "wall_s", "lr", "train_l1", "val_l1", "val_acc2", "val_f1", CONVERGED]

@@ -64,12 +64,12 @@ def check_keys_are_strings(value, where: str = "config") -> None:
 
 
 def check_namespace(datasets: list, sweep_datasets: dict[str, str], runs: dict[str, str],
-                    fed_zeros: list) -> None:
+                    fed_zeros: list, made_runs: dict[str, str] | None = None) -> None:
     """One namespace per kind: a name is valid, and no configured name is one the workflow makes itself.
 
-    `sweep_datasets`: the redundancy sweep's dataset names -> what makes them ("redundancy_sweep ...");
+    `sweep_datasets`: the sweeps' dataset names -> what makes them ("redundancy_sweep ...");
     `runs`: each configured run -> where it is configured ("variants", "baselines"); `fed_zeros`: the runs
-    also scored fed zeros."""
+    also scored fed zeros; `made_runs`: other runs the workflow makes -> what makes them."""
     for kind, names in (("dataset", datasets), ("run", runs)):
         for name in names:
             reason = layout.bad_name(name)
@@ -82,6 +82,7 @@ def check_namespace(datasets: list, sweep_datasets: dict[str, str], runs: dict[s
     made = {run: "a built-in run" for run in layout.BUILT_IN_RUNS}
     made.update({folder: "a folder of every dataset's results" for folder in layout.DATASET_FOLDERS})
     made.update({layout.fed_zeros_run(run): f"the run fed_zeros makes from {run!r}" for run in fed_zeros})
+    made.update(made_runs or {})
     for run, origin in runs.items():
         if run in made:
             raise ValueError(f"{origin} {run!r} is also {made[run]}: rename it")

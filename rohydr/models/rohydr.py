@@ -26,22 +26,21 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from rohydr.core.config import ModelConfig
 from rohydr.core.runtime import random_normal
 from rohydr.core.vocabulary import COMPLETE_CODE, GROUPS, MODALITIES, PATTERN_BITS, pattern_codes
 from rohydr.models.condition_mixer import condition, make_mixers
 from rohydr.models.discriminator import Discriminator
-from rohydr.models.dit import DiT1d
 from rohydr.models.emotion_head import EmotionHead
 from rohydr.models.feature_extractor import Feats, FeatureExtractor
 from rohydr.models.feature_statistics import FeatureStatistics
 from rohydr.models.fusion import FusionNetwork
+from rohydr.models.generators import make_generator, recomputed_in_backward
 from rohydr.models.imputation import RidgeFill
 from rohydr.models.multimodal_reconstructor import MultimodalReconstructor
 from rohydr.models.noise_schedule import NoiseSchedule
-from rohydr.models.score_sde import ScoreNet1d, VESDE, sample as sde_sample, score_matching_loss
+from rohydr.models.score_sde import VESDE
 from rohydr.models.unimodal_reconstructor import UnimodalReconstructor
 
 
@@ -80,7 +79,9 @@ class RoHyDR(nn.Module):
 
         self.extractor = FeatureExtractor(self.dims, d, config.extractor_kernel, config.text_dropout)
         self.sde = VESDE(config.score.sigma)
-        self.diffusion = nn.ModuleDict({m: self._make_generator() for m in MODALITIES})
+        schedule = NoiseSchedule(config.diffusion.train_steps, config.diffusion.beta_start, config.diffusion.beta_end)
+        self.recovery_generator = make_generator(config, self.seq_len, schedule, self.sde, self._clip_x0)
+        self.diffusion = self.recovery_generator.networks  # per modality: the DiT or the ScoreNet
         self.mixers = make_mixers(d)
         self.unimodal_reconstructor = nn.ModuleDict({
             m: UnimodalReconstructor(d, config.ur_blocks, config.ur_reduction) for m in MODALITIES})
@@ -93,40 +94,13 @@ class RoHyDR(nn.Module):
                                                                 config.mr_dropout)
         self.discriminator = Discriminator(fused_dim, config.disc_hidden1, config.disc_hidden2)
         self.head = EmotionHead(fused_dim, config.output_dropout)
-        schedule = config.diffusion
-        self.schedule = NoiseSchedule(schedule.train_steps, schedule.beta_start, schedule.beta_end)
+        self.schedule = schedule
         self.statistics = FeatureStatistics(self.seq_len, d)  # of the training split; set by training
         self.ridge = RidgeFill(self.seq_len, d) if config.recovery == "ridge_fill" else None
-        self.denoisers = {m: self._denoiser(self.diffusion[m]) for m in MODALITIES}  # see compile_denoisers
-        # the losses' calls under grad keep only their inputs for backward (recomputed_in_backward)
-        self.loss_denoisers = {m: recomputed_in_backward(denoiser) for m, denoiser in self.denoisers.items()}
-
-    def _make_generator(self) -> nn.Module:
-        cfg = self.config
-        if cfg.generator == "score_sde":
-            score = cfg.score
-            return ScoreNet1d(cfg.d, self.sde, tuple(score.channels), score.embed_dim, score.heads,
-                              score.attention_layers)
-        dit = cfg.dit
-        return DiT1d(cfg.d, self.seq_len, dit.hidden, dit.depth, dit.heads, dit.mlp_ratio)
-
-    def _denoiser(self, generator: nn.Module):
-        """The call a sampling chain repeats: the DiT's denoise on an embedded condition, the ScoreNet itself."""
-        return generator if self.config.generator == "score_sde" else generator.denoise
 
     def compile_denoisers(self, **options) -> None:
-        """Run the generators' repeated calls (one per sampler step) through torch.compile, for any number
-        of rows. On CUDA it fuses the many small kernels of a call; on a CPU it measured no gain."""
-        # A compiled backward "donates" its saved buffers (frees them as it runs) unless told not to; the shared
-        # forward differentiates one graph once per stage (retain_graph=True), which donation forbids.
-        import torch._functorch.config as functorch_config
-
-        functorch_config.donated_buffer = False
-        self.denoisers = {m: rows_dynamic(torch.compile(self._denoiser(self.diffusion[m]), dynamic=None, **options))
-                          for m in MODALITIES}
-        # compiled, a call plans what its backward keeps and recomputes itself; activation checkpointing around it
-        # fails when a recompilation between the forward and the recomputation saves other tensors
-        self.loss_denoisers = self.denoisers
+        """torch.compile the calls the samplers repeat (Generator.compile)."""
+        self.recovery_generator.compile(**options)
 
     # ----------------------------------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -175,7 +149,7 @@ class RoHyDR(nn.Module):
             rec_feats = self._with_recovered(feats, recovered)
             return Recovery(rec_feats, recovered, zero, zero, missing_rows, missing_index)
         rows_by_m, conds_by_m = self._conditions(feats, codes, device)
-        steps = sampler_steps or self._sampler_steps()
+        steps = sampler_steps or self.recovery_generator.sampler_steps(self.training)
         recovered, diffusion_sum, reconstruction_sum = {}, zero, zero
         for slot, m in enumerate(MODALITIES):
             if not rows_by_m[m]:
@@ -195,10 +169,6 @@ class RoHyDR(nn.Module):
         rec_feats = self._with_recovered(feats, recovered)
         return Recovery(rec_feats, recovered, diffusion_sum / n, reconstruction_sum / n, missing_rows, missing_index)
 
-    def _sampler_steps(self) -> int:
-        steps = self.config.score if self.config.generator == "score_sde" else self.config.diffusion
-        return steps.train_sampler_steps if self.training else steps.sampler_steps
-
     @staticmethod
     def _with_recovered(feats: Feats, recovered: dict) -> Feats:
         return tuple(feats[slot].index_put((recovered[m][0],), recovered[m][1].to(feats[slot].dtype))
@@ -207,10 +177,8 @@ class RoHyDR(nn.Module):
     def _impute(self, feats: Feats, codes: torch.Tensor, device: torch.device) -> dict:
         """The imputation baselines' fill of every missing (row, modality): m -> (rows, values)."""
         parts: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {m: [] for m in MODALITIES}
-        for code in sorted(set(codes.tolist()) - {COMPLETE_CODE}):
-            rows = torch.nonzero(codes == code).squeeze(1).to(device)
-            available = {m: feats[slot][rows] for slot, (m, bit) in enumerate(zip(MODALITIES, PATTERN_BITS))
-                         if code & bit}
+        for rows, present in pattern_groups(codes, device):
+            available = {MODALITIES[slot]: feats[slot][rows] for slot in present}
             for slot, m in enumerate(MODALITIES):
                 if m not in available:
                     parts[m].append((rows, self._fill(m, available, feats[slot][rows])))
@@ -257,9 +225,7 @@ class RoHyDR(nn.Module):
         """Per missing modality: the row indices and condition sequences of every pattern that lacks it."""
         rows_by_m: dict[str, list[torch.Tensor]] = {m: [] for m in MODALITIES}
         conds_by_m: dict[str, list[torch.Tensor | None]] = {m: [] for m in MODALITIES}
-        for code in sorted(set(codes.tolist()) - {COMPLETE_CODE}):
-            rows = torch.nonzero(codes == code).squeeze(1).to(device)
-            present = [slot for slot, bit in enumerate(PATTERN_BITS) if code & bit]
+        for rows, present in pattern_groups(codes, device):
             cond = condition(self.mixers, {MODALITIES[slot]: self._to_generator(MODALITIES[slot], feats[slot][rows])
                                            for slot in present})
             for slot, m in enumerate(MODALITIES):
@@ -276,7 +242,7 @@ class RoHyDR(nn.Module):
         if cfg.use_diffusion:
             if start is None:
                 start = random_normal(cond.shape, generator, cond.device)
-            sample, diffusion_rows = self._diffuse(m, cond, start, target, generator, steps)
+            sample, diffusion_rows = self.recovery_generator.sample_and_loss(m, cond, start, target, generator, steps)
         else:
             sample = cond  # no diffusion: the reconstructor maps the condition itself
         if not cfg.use_unimodal_reconstructor:
@@ -285,24 +251,6 @@ class RoHyDR(nn.Module):
         if target is not None:
             reconstruction_rows = F.mse_loss(values.float(), target.float(), reduction="none").flatten(1).mean(1)
         return values, diffusion_rows, reconstruction_rows
-
-    def _diffuse(self, m: str, cond: torch.Tensor, start: torch.Tensor, target: torch.Tensor | None,
-                 generator: torch.Generator | None, steps: int):
-        """The generator's sample from `start` and, with a target, its per-row training loss."""
-        cfg, loss = self.config, None
-        if cfg.generator == "score_sde":
-            score = cfg.score
-            sample = sde_sample(self.denoisers[m], self.sde, cond, start, steps, score.sampler, score.snr)
-            if target is not None:
-                loss = score_matching_loss(self.loss_denoisers[m], self.sde, target, cond, generator)
-            return sample, loss
-        cond_embedding = self.diffusion[m].embed_condition(cond)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.grad_through_sampler):
-            sample = self.schedule.ddim_sample(self.denoisers[m], cond_embedding, start, steps, self._clip_x0(m))
-        if target is not None:
-            loss = self.schedule.ddpm_loss(self.loss_denoisers[m], target, cond_embedding,
-                                           generator, reduction="none")
-        return sample, loss
 
     def _clip_x0(self, m: str) -> float | torch.Tensor | None:
         clip = self.config.diffusion.clip_x0
@@ -365,29 +313,7 @@ class RoHyDR(nn.Module):
         return Output(feats, recovery, f_gt, f_rec, f_rec_mr, y_gt, y_rec, recovery.missing_rows)
 
 
-def rows_dynamic(compiled):
-    """A compiled call whose inputs' row count is symbolic from the first call: one compilation serves every
-    group of rows a batch splits into (dynamic=None alone compiles the first size static, then recompiles).
-    The sequence length stays static: dynamic=True makes it symbolic too, which the ScoreNet's padding to a
-    multiple of its strides cannot be compiled with."""
-    def call(*args):
-        for arg in args:
-            if isinstance(arg, torch.Tensor) and arg.dim() > 0:
-                torch._dynamo.maybe_mark_dynamic(arg, 0)
-        return compiled(*args)
-
-    return call
-
-
-def recomputed_in_backward(fn):
-    """fn, keeping only its inputs for backward and running it again there (activation checkpointing).
-
-    For the generators' one-off calls under grad (the DiT's loss evaluation, the unimodal
-    reconstructor): their activations are a large share of what a training batch keeps, and running them
-    again costs a few percent of the step. Both are free of randomness, so the recomputation is exact.
-    """
-    def run(*args):
-        if not torch.is_grad_enabled():
-            return fn(*args)
-        return checkpoint(fn, *args, use_reentrant=False)
-    return run
+def pattern_groups(codes: torch.Tensor, device: torch.device):
+    """(rows on `device`, slots of the available modalities) of each incomplete pattern among `codes` (B,)."""
+    for code in sorted(set(codes.tolist()) - {COMPLETE_CODE}):
+        yield torch.nonzero(codes == code).squeeze(1).to(device), [s for s, bit in enumerate(PATTERN_BITS) if code & bit]

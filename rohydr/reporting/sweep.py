@@ -56,12 +56,18 @@ def sweep_plot(tables: list, redundancy: list[float], out: str, main_label: str 
         ax.set_ylabel("Acc-2 (non-0) [%], mean over the six missing patterns")
         ax.set_title("Score against redundancy (bands: 95 % intervals over test rows and seeds)")
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False, fontsize=7.5)
-        paths = []
-        for ext in ("png", "pdf"):
-            path = Path(f"{out}.{ext}")
-            with atomic_path(path) as tmp:
-                fig.savefig(tmp, format=ext)
-            paths.append(path)
-        plt.close(fig)
+        paths = save_figure(fig, out)
     write_text_atomic(f"{out}.csv", points.to_csv(index=False, float_format="%.6g"))
     return [*paths, Path(f"{out}.csv")]
+
+
+def save_figure(fig, stem: str) -> list[Path]:
+    """stem.png and stem.pdf, each written whole or not at all; the figure is closed."""
+    paths = []
+    for ext in ("png", "pdf"):
+        path = Path(f"{stem}.{ext}")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext)
+        paths.append(path)
+    plt.close(fig)
+    return paths

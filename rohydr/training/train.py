@@ -20,7 +20,8 @@ from rohydr.core.io import sha256_file
 from rohydr.core.layout import ALL_PATTERNS, mr_protocol
 from rohydr.core.metrics import score
 from rohydr.core.runtime import Runtime, derived_seed, seed_everything
-from rohydr.core.vocabulary import ALL_PATTERNS_CONDITION, GROUPS, MISSING_PATTERNS, TRAIN_LOG_COLUMNS
+from rohydr.core.vocabulary import (ALL_PATTERNS_CONDITION, GENERATOR_STEPS, GROUPS, MISSING_PATTERNS,
+                                    TRAIN_LOG_COLUMNS)
 from rohydr.data.dataset import FeatureStore
 from rohydr.data.masks import draw_batch_mr_masks, draw_mr_masks, draw_pattern_masks, load_masks
 from rohydr.models.checkpoint import build_model, check_data_matches, load_checkpoint, load_components, save_checkpoint
@@ -70,6 +71,7 @@ class StageRunner:
         zero = lambda: torch.zeros((), device=self.runtime.device)  # noqa: E731
         self.sums: dict[str, torch.Tensor] = defaultdict(zero)
         self.counts: dict[str, int] = defaultdict(int)
+        self.generator_steps = 0  # optimizer steps with a generator loss (stage 1's), this epoch
 
     def _add(self, key: str, value: torch.Tensor) -> None:
         self.sums[key] += value.detach().float()
@@ -102,19 +104,36 @@ class StageRunner:
         self.disc.step()
         self._add("disc_loss", loss)
 
-    def stage1(self, batch, avail) -> None:
-        out = self._forward(batch, avail, with_losses=True)
-        loss = stage1_loss(out, self.cfg.lambda_g)
-        self._step(loss, "stage1")
-        self._add("stage1_loss", loss)
-        self._add_recovery_parts(out.recovery)
+    def stages(self, has_missing: bool) -> list[str]:
+        """The stages a batch trains under this command's --stage: 1 and 2 only where something is missing."""
+        stages = [stage for stage, runs in (("stage1", self.runs_stage1), ("stage2", self.runs_stage2))
+                  if has_missing and runs]
+        return [stage for stage in [*stages, "stage3"] if self.stage in ("all", stage[-1])]
+
+    def losses(self, out, labels: torch.Tensor, stages: list[str]) -> dict[str, torch.Tensor]:
+        """Each stage's loss on one forward's output; stage 2 first steps the discriminator on it."""
+        losses = {}
+        if "stage1" in stages:
+            losses["stage1"] = stage1_loss(out, self.cfg.lambda_g)
+        if "stage2" in stages:
+            if self.runs_discriminator:
+                self._discriminator_step(out)
+            losses["stage2"], parts = stage2_generator_loss(self.model, out, self.cfg.lambda_al,
+                                                           self.model_cfg.use_adversarial)
+            for name, value in parts.items():
+                self._add(f"stage2_{name}", value)
+        if "stage3" in stages:
+            losses["stage3"] = stage3_loss(out, labels, self.cfg.lambda_c)
+        return losses
 
     def _add_recovery_parts(self, recovery) -> None:
+        """Stage 1's terms, once per optimizer step that had them."""
+        self.generator_steps += 1
         self._add("stage1_diffusion", recovery.diffusion_loss)
         self._add("stage1_reconstruction", recovery.reconstruction_loss)
 
     def generator_step(self, batch, avail) -> None:
-        """Stage 1 alone, without the fusion: a step of the generator stage."""
+        """A step of the generator stage: stage 1 alone, without the fusion."""
         (text, audio, vision), _ = batch
         with self.runtime.autocast():
             recovery = self.model.recover(self.model.extract(text, audio, vision), avail, with_losses=True)
@@ -123,51 +142,36 @@ class StageRunner:
         self._add("stage1_loss", loss)
         self._add_recovery_parts(recovery)
 
-    def stage2(self, batch, avail) -> None:
-        out = self._forward(batch, avail, with_losses=False)
-        if self.runs_discriminator:
-            self._discriminator_step(out)
-        loss, parts = stage2_generator_loss(self.model, out, self.cfg.lambda_al, self.model_cfg.use_adversarial)
-        self._step(loss, "stage2")
-        self._add("stage2_loss", loss)
-        for name, value in parts.items():
-            self._add(f"stage2_{name}", value)
+    def one_stage(self, batch, avail, stage: str) -> None:
+        """One stage on a forward of its own (the sequential schedule; the reference's order of passes)."""
+        out = self._forward(batch, avail, with_losses=stage == "stage1")
+        loss = self.losses(out, batch[1], [stage])[stage]
+        self._step(loss, stage, clip=stage == "stage3")
+        self._add(f"{stage}_loss", loss)
+        if stage == "stage1":
+            self._add_recovery_parts(out.recovery)
 
-    def stage3(self, batch, avail) -> None:
-        out = self._forward(batch, avail, with_losses=False)
-        loss = stage3_loss(out, batch[1], self.cfg.lambda_c)
-        self._step(loss, "stage3", clip=True)
-        self._add("stage3_loss", loss)
-
-    def joint(self, batch, avail, has_missing: bool) -> None:
-        out = self._forward(batch, avail, with_losses=has_missing)
-        loss = stage3_loss(out, batch[1], self.cfg.lambda_c)
-        if has_missing and self.runs_stage1:
-            loss = loss + self.cfg.recovery_weight * stage1_loss(out, self.cfg.lambda_g)
-        if has_missing and self.runs_stage2:
-            if self.runs_discriminator:
-                self._discriminator_step(out)
-            loss = loss + stage2_generator_loss(self.model, out, self.cfg.lambda_al, self.model_cfg.use_adversarial)[0]
+    def joint(self, batch, avail, stages: list[str]) -> None:
+        """One step on the summed losses: emotion + recovery_weight x stage 1 + stage 2."""
+        out = self._forward(batch, avail, with_losses="stage1" in stages)
+        losses = self.losses(out, batch[1], stages)
+        loss = losses["stage3"]
+        if "stage1" in losses:
+            loss = loss + self.cfg.recovery_weight * losses["stage1"]
+        if "stage2" in losses:
+            loss = loss + losses["stage2"]
         self._step(loss, "joint", clip=True)
         self._add("joint_loss", loss)
+        if "stage1" in losses:
+            self._add_recovery_parts(out.recovery)
 
-    def shared_forward(self, batch, avail, has_missing: bool) -> None:
+    def shared_forward(self, batch, avail, stages: list[str]) -> None:
         """The three stages from ONE forward: each stage's gradient is taken on the same graph (at the
         batch's starting weights), then applied as its own optimizer step, in stage order."""
-        out = self._forward(batch, avail, with_losses=has_missing and self.runs_stage1)
-        losses = {}
-        if has_missing and self.runs_stage1:
-            losses["stage1"] = stage1_loss(out, self.cfg.lambda_g)
-        if has_missing and self.runs_stage2:
-            if self.runs_discriminator:
-                self._discriminator_step(out)
-            losses["stage2"], parts = stage2_generator_loss(self.model, out, self.cfg.lambda_al,
-                                                           self.model_cfg.use_adversarial)
-        losses["stage3"] = stage3_loss(out, batch[1], self.cfg.lambda_c)
-        grads = {}
-        for stage, loss in losses.items():
-            grads[stage] = torch.autograd.grad(loss, self.main_params, retain_graph=stage != "stage3",
-                                               allow_unused=True)
+        out = self._forward(batch, avail, with_losses="stage1" in stages)
+        losses = self.losses(out, batch[1], stages)
+        grads = {stage: torch.autograd.grad(loss, self.main_params, retain_graph=stage != "stage3", allow_unused=True)
+                 for stage, loss in losses.items()}
         for stage, stage_grads in grads.items():
             self.main.zero_grad(set_to_none=True)
             for p, g in zip(self.main_params, stage_grads):
@@ -179,24 +183,19 @@ class StageRunner:
             self._add(f"{stage}_loss", losses[stage])
         if "stage1" in losses:
             self._add_recovery_parts(out.recovery)
-        if "stage2" in losses:
-            for name, value in parts.items():
-                self._add(f"stage2_{name}", value)
 
     def batch(self, batch, avail: torch.Tensor, has_missing: bool) -> None:
+        stages = self.stages(has_missing)
         if self.cfg.schedule == "joint":
-            return self.joint(batch, avail, has_missing)
+            return self.joint(batch, avail, stages)
         if self.cfg.reuse_forward and self.stage == "all":
-            return self.shared_forward(batch, avail, has_missing)
-        if has_missing and self.runs_stage1 and self.stage in ("all", "1"):
-            self.stage1(batch, avail)
-        if has_missing and self.runs_stage2 and self.stage in ("all", "2"):
-            self.stage2(batch, avail)
-        if self.stage in ("all", "3"):
-            self.stage3(batch, avail)
+            return self.shared_forward(batch, avail, stages)
+        for stage in stages:
+            self.one_stage(batch, avail, stage)
 
     def epoch_means(self) -> dict:
-        return {key: float(total) / self.counts[key] for key, total in self.sums.items()}
+        means = {key: float(total) / self.counts[key] for key, total in self.sums.items()}
+        return {GENERATOR_STEPS: self.generator_steps, **means}
 
 
 def training_masks(cfg, n: int, rng: np.random.Generator, order: torch.Tensor) -> np.ndarray:

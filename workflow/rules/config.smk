@@ -22,28 +22,53 @@ report: "../report/workflow.rst"
 
 DATASETS = config["datasets"]
 RUN_DATASETS = config.get("run_datasets") or list(DATASETS)
-# The redundancy sweep (target `redundancy_sweep`, not in the default run): the swept synthetic dataset
-# again at each redundancy, as datasets {dataset}_r{value}.
+# The sweeps (targets `redundancy_sweep` and `budget_sweep`, not in the default run) train on copies of a
+# synthetic dataset at other redundancies, as datasets {dataset}_r{value}.
 SWEEP = config.get("redundancy_sweep") or {}
-SWEEP_DATASETS = {}
+BUDGET = config.get("budget_sweep") or {}
+
+
+def _redundancy_copies(key, spec, values):
+    """{copy name: (its dataset entry, what makes it)} of the dataset `spec` names, at each redundancy."""
+    base = DATASETS.get(spec["dataset"], {})
+    if "synthetic" not in base:
+        raise ValueError(f"{key}.dataset {spec['dataset']!r} is not a configured synthetic dataset")
+    return {
+        layout.sweep_dataset(spec["dataset"], value): (
+            {**base, "synthetic": {**base["synthetic"], "redundancy": value}},
+            f"{key} (dataset {spec['dataset']!r})",
+        )
+        for value in values
+    }
+
+
+_copies = {}
 if SWEEP:
-    _base = DATASETS.get(SWEEP["dataset"], {})
-    if "synthetic" not in _base:
-        raise ValueError(f"redundancy_sweep.dataset {SWEEP['dataset']!r} is not a configured synthetic dataset")
-    for _value in SWEEP["values"]:
-        SWEEP_DATASETS[layout.sweep_dataset(SWEEP["dataset"], _value)] = {
-            **_base,
-            "synthetic": {**_base["synthetic"], "redundancy": _value},
-        }
+    _copies.update(_redundancy_copies("redundancy_sweep", SWEEP, SWEEP["values"]))
+if BUDGET:
+    _copies.update(_redundancy_copies("budget_sweep", BUDGET, BUDGET["redundancy"]))
+SWEEP_DATASETS = {name: entry for name, (entry, _) in _copies.items()}
+REDUNDANCY_DATASETS = [layout.sweep_dataset(SWEEP["dataset"], value) for value in SWEEP.get("values", [])]
+# The budget sweep's datasets: the configured one, then its copies.
+BUDGET_DATASETS = (
+    [BUDGET["dataset"], *(layout.sweep_dataset(BUDGET["dataset"], r) for r in BUDGET["redundancy"])] if BUDGET else []
+)
+# The budget sweep's runs: name -> (the configured run it copies, its generator stage's most epochs).
+BUDGET_RUNS = {
+    layout.budget_run(run, epochs): (run, epochs)
+    for run in BUDGET.get("runs", [])
+    for epochs in BUDGET["generator_epochs"]
+}
 check_namespace(
     list(DATASETS),
-    {name: f"redundancy_sweep (dataset {SWEEP['dataset']!r})" for name in SWEEP_DATASETS},
+    {name: origin for name, (_, origin) in _copies.items()},
     {**{run: "variant" for run in config["variants"]}, **{run: "baseline" for run in config["baselines"]}},
     config.get("fed_zeros", []),
+    {name: f"the budget sweep's copy of {run!r}" for name, (run, _) in BUDGET_RUNS.items()},
 )
 DATASETS = {**DATASETS, **SWEEP_DATASETS}
 # Every dataset the DAG can build: the run ones and the swept ones.
-DAG_DATASETS = [*RUN_DATASETS, *(d for d in SWEEP_DATASETS if d not in RUN_DATASETS)]
+DAG_DATASETS = list(dict.fromkeys([*RUN_DATASETS, *SWEEP_DATASETS, *BUDGET_DATASETS]))
 SEEDS = config["seeds"]
 VARIANTS = config["variants"]
 BASELINES = config["baselines"]
@@ -122,6 +147,25 @@ def _check_names():
     if reference is not None and reference not in TRAINED:
         raise ValueError(f"recovery_reference {reference!r} is not a configured run: {sorted(TRAINED)}")
     _check_display_names()
+    _check_budget_sweep()
+
+
+def _check_budget_sweep():
+    for key in ("runs", "references"):
+        unknown = [name for name in BUDGET.get(key, []) if name not in TRAINED]
+        if unknown:
+            raise ValueError(f"budget_sweep.{key} names unknown run(s) {unknown}; configured: {sorted(TRAINED)}")
+    if BUDGET and BUDGET["mse_reference"] not in BUDGET["references"]:
+        raise ValueError(
+            f"budget_sweep.mse_reference {BUDGET['mse_reference']!r} is not one of budget_sweep.references "
+            f"{BUDGET['references']}"
+        )
+    for name in BUDGET.get("runs", []):
+        if _run_config(BUDGET["dataset"], name).model.recovery != "generative":
+            raise ValueError(
+                f"budget_sweep.runs: {name!r} has no generator to give steps to (its recovery is "
+                f"{_run_config(BUDGET['dataset'], name).model.recovery!r}); list it in references"
+            )
 
 
 def _check_display_names():
@@ -151,10 +195,21 @@ def protocol_override(protocol, configured_draw):
     return {"train": {"missing_draw": draw, "train_mr": layout.rate_of(protocol)}}
 
 
+def run_layers(run):
+    """A run's own overrides; a budget sweep's run adds its generator stage."""
+    if run not in BUDGET_RUNS:
+        return (TRAINED.get(run, {}),)
+    base, epochs = BUDGET_RUNS[run]
+    stage = {"generator_epochs": epochs}
+    if epochs and "generator_early_stop" in BUDGET:
+        stage["generator_early_stop"] = BUDGET["generator_early_stop"]
+    return (TRAINED[base], {"train": stage})
+
+
 def _run_config(dataset, run, protocol=None):
     """A run's resolved hyper-parameters (a RunConfig), checked now so a bad value fails at parse time."""
     entry = DATASETS[dataset]
-    layers = (config["overrides"], entry["overrides"], TRAINED.get(run, {}))
+    layers = (config["overrides"], entry["overrides"], *run_layers(run))
     where = f"run {run!r}" + (f", protocol {protocol!r}" if protocol else "")
     try:
         configured = build_run_config(entry["preset"], *layers, faithful=config["faithful"])
@@ -198,8 +253,21 @@ PRETRAIN_CONFIGS = {dataset: _run_config(dataset, "pretrain") for dataset in DAG
 for _dataset in RUN_DATASETS:  # every configured run is checked, trained under a protocol or not
     for _run in TRAINED:
         _run_config(_dataset, _run)
+
+
+def _budget_point_run(name):
+    """The run whose model a budget point is: the configured run itself where the budget leaves its
+    configuration as it is (no generator stage for a run that has none), else the budget's copy."""
+    run, _ = BUDGET_RUNS[name]
+    same = _run_config(BUDGET["dataset"], name, ALL_PATTERNS) == _run_config(BUDGET["dataset"], run, ALL_PATTERNS)
+    return run if same else name
+
+
+BUDGET_POINT_RUNS = {name: _budget_point_run(name) for name in BUDGET_RUNS}
+# The budget sweep's trainings (all-pattern models): its points, and the references beside them.
+BUDGET_TRAININGS = [(run, ALL_PATTERNS) for run in [*BUDGET_POINT_RUNS.values(), *BUDGET.get("references", [])]]
 RUN_CONFIGS = {
     (dataset, run, protocol): _run_config(dataset, run, protocol)
     for dataset in DAG_DATASETS
-    for run, protocol in TRAININGS
+    for run, protocol in dict.fromkeys([*TRAININGS, *(BUDGET_TRAININGS if dataset in BUDGET_DATASETS else [])])
 }

@@ -29,7 +29,7 @@ rule evaluate:
     benchmark:
         "results/{dataset}/benchmarks/evaluate/{run}/{protocol}/seed{seed}.tsv"
     wildcard_constraints:
-        run="|".join(map(re.escape, [*BUILT_IN, *FED_ZEROS, *TRAINED])),
+        run="|".join(map(re.escape, [*BUILT_IN, *FED_ZEROS, *TRAINED, *BUDGET_RUNS])),
         protocol="|".join([ALL_PATTERNS, *MR_PROTOCOLS, COMPLETE_DATA]),
     threads: RES["train_threads"]
     resources:

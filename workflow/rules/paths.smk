@@ -1,12 +1,13 @@
 # Paths: the wildcards' values, the files of each dataset and run, and the rules' input and argument
 # functions, from what config.smk defines.
+import json
 import re
 import shlex
 
 
 wildcard_constraints:
     dataset="|".join(re.escape(dataset) for dataset in DAG_DATASETS),
-    variant="|".join(map(re.escape, TRAINED)),
+    variant="|".join(map(re.escape, [*TRAINED, *BUDGET_RUNS])),
     protocol="|".join([ALL_PATTERNS, *MR_PROTOCOLS]) or "none",
     seed=r"\d+",
 
@@ -148,3 +149,56 @@ def report_args(wildcards):
     if names:
         args += ["--display-names", *names]
     return shlex.join(args)
+
+
+def budget_manifest():
+    """What `rohydr budget-plot` reads (its format: rohydr/reporting/budget.py), from the config."""
+    seeds = BUDGET.get("seeds") or SEEDS
+
+    def files(dataset, run, seed):
+        folder = layout.run_dir(dataset, run, ALL_PATTERNS, seed)
+        return {"seed": seed, "predictions": f"{folder}/predictions.csv.gz", "train_log": f"{folder}/train_log.csv"}
+
+    entries = []
+    for dataset in BUDGET_DATASETS:
+        points = [
+            {
+                "run": run,
+                "label": DISPLAY_NAMES.get(run, run),
+                "generator_epochs": epochs,
+                **files(dataset, BUDGET_POINT_RUNS[name], seed),
+            }
+            for name, (run, epochs) in BUDGET_RUNS.items()
+            for seed in seeds
+        ]
+        references = [
+            {"run": run, "label": DISPLAY_NAMES.get(run, run), **files(dataset, run, seed)}
+            for run in BUDGET["references"]
+            for seed in seeds
+        ]
+        for reference in references:
+            del reference["train_log"]
+        optimum = optimum_samples(dataset)
+        entries.append(
+            {
+                "dataset": dataset,
+                "redundancy": DATASETS[dataset]["synthetic"]["redundancy"],
+                "masks": [f"results/{dataset}/masks/seed{seed}.h5" for seed in seeds],
+                "optimum": optimum[0] if optimum else None,
+                "points": points,
+                "references": references,
+            }
+        )
+    return {"mse_reference": BUDGET["mse_reference"], "main": MAIN_VARIANT, "datasets": entries}
+
+
+def budget_inputs():
+    """Every file the budget manifest names."""
+    if not BUDGET:
+        return []
+    found = []
+    for entry in budget_manifest()["datasets"]:
+        found += entry["masks"] + ([entry["optimum"]] if entry["optimum"] else [])
+        for item in entry["points"] + entry["references"]:
+            found += [item["predictions"], *([item["train_log"]] if "train_log" in item else [])]
+    return list(dict.fromkeys(found))

@@ -163,19 +163,24 @@ for _protocol, _folders in {ALL_PATTERNS: [ALL_PATTERNS], layout.PER_MR: MR_PROT
 
 
 # The redundancy sweep: every swept dataset's tables, then each method's score against redundancy.
+REDUNDANCY_FILES = ("png", "pdf", "csv")
+
+
 rule redundancy_sweep:
     input:
-        [f"results/sweeps/{SWEEP['dataset']}_redundancy.{ext}" for ext in ("png", "pdf", "csv")] if SWEEP else [],
+        [f"{layout.sweep_stem(SWEEP['dataset'], layout.REDUNDANCY_SWEEP)}.{ext}" for ext in REDUNDANCY_FILES]
+        if SWEEP
+        else [],
     localrule: True
 
 
 rule sweep_plot:
     input:
-        tables=[f"results/{dataset}/tables/missing_patterns.csv" for dataset in SWEEP_DATASETS],
+        tables=[f"results/{dataset}/tables/missing_patterns.csv" for dataset in REDUNDANCY_DATASETS],
     output:
-        [f"results/sweeps/{{base}}_redundancy.{ext}" for ext in ("png", "pdf", "csv")],
+        [f"{layout.sweep_stem('{base}', layout.REDUNDANCY_SWEEP)}.{ext}" for ext in REDUNDANCY_FILES],
     log:
-        "results/sweeps/logs/{base}_redundancy.log",
+        f"{layout.SWEEPS_FOLDER}/logs/{{base}}_{layout.REDUNDANCY_SWEEP}.log",
     localrule: True
     params:
         values=" ".join(str(value) for value in SWEEP.get("values", [])),
@@ -187,6 +192,48 @@ rule sweep_plot:
                 *(f"{run}={label}" for run, label in DISPLAY_NAMES.items()),
             ]
         ),
+        stem=lambda wc: layout.sweep_stem(wc.base, layout.REDUNDANCY_SWEEP),
     shell:
         "rohydr sweep-plot --tables {input.tables:q} --redundancy {params.values} {params.shown}"
-        " --out results/sweeps/{wildcards.base:q}_redundancy > {log:q} 2>&1"
+        " --out {params.stem:q} > {log:q} 2>&1"
+
+
+# The budget sweep: each generator trained with generator stages of several budgets (on the dataset and its
+# copies at other redundancies); its recovery and Acc-2 against the generator steps.
+BUDGET_FILES = ("png", "pdf", "csv", "md")
+
+
+rule budget_sweep:
+    input:
+        [f"{layout.sweep_stem(BUDGET['dataset'], layout.BUDGET_SWEEP)}.{ext}" for ext in BUDGET_FILES] if BUDGET else [],
+    localrule: True
+
+
+rule budget_manifest:
+    output:
+        f"{layout.sweep_stem('{base}', layout.BUDGET_SWEEP)}.json",
+    log:
+        f"{layout.SWEEPS_FOLDER}/logs/{{base}}_{layout.BUDGET_SWEEP}_manifest.log",
+    localrule: True
+    params:
+        manifest=lambda wc: json.dumps(budget_manifest(), sort_keys=True),
+    run:
+        from rohydr.core.io import write_text_atomic
+
+        write_text_atomic(output[0], f"{params.manifest}\n")
+        write_text_atomic(log[0], f"wrote {output[0]}\n")
+
+
+rule budget_plot:
+    input:
+        manifest=f"{layout.sweep_stem('{base}', layout.BUDGET_SWEEP)}.json",
+        files=budget_inputs(),
+    output:
+        [f"{layout.sweep_stem('{base}', layout.BUDGET_SWEEP)}.{ext}" for ext in BUDGET_FILES],
+    log:
+        f"{layout.SWEEPS_FOLDER}/logs/{{base}}_{layout.BUDGET_SWEEP}.log",
+    localrule: True
+    params:
+        stem=lambda wc: layout.sweep_stem(wc.base, layout.BUDGET_SWEEP),
+    shell:
+        "rohydr budget-plot --manifest {input.manifest:q} --out {params.stem:q} > {log:q} 2>&1"

@@ -102,6 +102,7 @@ def test_redundancy_sweep_is_a_target_of_its_own(tmp_path):
     assert {rule for rule, _ in jobs} >= {"aggregate", "sweep_plot"} and "plots" not in {rule for rule, _ in jobs}
     plain = snakemake("-n", "--cores", 2, "--configfile", CONFIG, FAST, cwd=tmp_path)
     assert "sweep_plot" not in plain.stdout and "synthetic_r" not in plain.stdout
+    assert "_gen" not in plain.stdout and "budget_plot" not in plain.stdout  # nor is the budget sweep
 
 
 def test_budget_sweep_trains_a_copy_per_budget_and_reuses_the_run_where_the_budget_changes_nothing(tmp_path):
@@ -123,8 +124,6 @@ def test_budget_sweep_trains_a_copy_per_budget_and_reuses_the_run_where_the_budg
               cwd=tmp_path)
     train = json.loads((tmp_path / "results/synthetic/rohydr_gen24/all_patterns/run_config.json").read_text())["train"]
     assert (train["generator_epochs"], train["generator_early_stop"]) == (24, sweep["generator_early_stop"])
-    plain = snakemake("-n", "--cores", 2, "--configfile", CONFIG, cwd=tmp_path)
-    assert "_gen" not in plain.stdout and "budget_plot" not in plain.stdout
 
 
 def mosi_config(tmp_path: Path, **extra) -> Path:
@@ -409,6 +408,8 @@ def test_budget_sweep_counts_the_generator_steps_each_budget_adds(full_run, tmp_
     assert set(points[points.kind == "bound"].metric) == {"acc2_non0"}
     summary = (folder / "results/sweeps/synthetic_budget.md").read_text()
     assert f"| {run} ‡ | {high} |" in summary and "the ranking" in summary
+    bound = points[points.metric == "rec_cos_single_sample"]
+    assert bound.label.tolist() == [names[sweep["conditional_mean"]]] and "A perfect single sample" in summary
     for ext in ("png", "pdf"):
         assert (folder / f"results/sweeps/synthetic_budget.{ext}").stat().st_size > 10_000
 

@@ -40,6 +40,7 @@ from rohydr.reporting.uncertainty import estimate  # noqa: E402
 PLATEAU_SHARE = 0.9
 # What the sweep reports, in its CSV and its figure's columns.
 COSINE, MSE_RATIO, ACC2 = "rec_cos", "rec_mse_rel", "acc2_non0"
+SAMPLE_BOUND = "rec_cos_single_sample"  # of the reference that approximates the conditional mean
 METRIC_LABELS = {COSINE: "centred cosine, recovered vs true (mean of l, a, v)",
                  MSE_RATIO: "recovery MSE / {reference}'s (mean of l, a, v)",
                  ACC2: "Acc-2 (non-0) [%], mean of the six missing patterns"}
@@ -70,8 +71,10 @@ def read_recovery(path) -> dict[str, pd.DataFrame]:
     return {pattern: rows.reset_index(drop=True) for pattern, rows in table.groupby("pattern", sort=False)}
 
 
-def recovery_values(by_pattern: dict[str, pd.DataFrame], kind: str, counts: np.ndarray, where: str):
-    """Per modality, the mean over the patterns that miss it of the rows' rec_{kind}: (3,) and resampled (3, R)."""
+def recovery_values(by_pattern: dict[str, pd.DataFrame], kind: str, counts: np.ndarray, where: str,
+                    squared: bool = False):
+    """Per modality, the mean over the patterns that miss it of the rows' rec_{kind} (of its square per pattern
+    with `squared`): (3,) and resampled (3, R)."""
     point, resampled = [], []
     for slot, m in enumerate(MODALITIES):
         per_pattern = []
@@ -82,7 +85,8 @@ def recovery_values(by_pattern: dict[str, pd.DataFrame], kind: str, counts: np.n
             if not np.isfinite(values).all():
                 raise RohydrError(f"budget-plot: {where}: rec_{kind}_{m} under pattern {pattern!r} is not finite "
                                   "for every row (no recovery to judge?)")
-            per_pattern.append((values.mean(), counts @ values / counts.sum(axis=1)))
+            mean, resampled_mean = values.mean(), counts @ values / counts.sum(axis=1)
+            per_pattern.append((mean ** 2, resampled_mean ** 2) if squared else (mean, resampled_mean))
         point.append(np.mean([p for p, _ in per_pattern]))
         resampled.append(np.mean([r for _, r in per_pattern], axis=0))
     return np.array(point), np.stack(resampled)
@@ -117,6 +121,14 @@ class SweepData:
 
     def seeds(self, key) -> list[int]:
         return sorted(seed for k, seed in self.sources if k == key)
+
+    def sample_bound(self, key) -> dict:
+        """What a perfect single sample of p(missing | available) reaches, about: the square of the centred cosine
+        of the conditional mean, which `key` approximates (per pattern, then averaged as the cosine is)."""
+        counts = self.evidence.counts
+        found = [recovery_values(self.recovery[(key, s)], "cos", counts, f"{key} seed {s}", squared=True)
+                 for s in self.seeds(key)]
+        return {SAMPLE_BOUND: estimate(np.array([p.mean() for p, _ in found]), np.stack([r.mean(axis=0) for _, r in found]))}
 
     def recovery_estimates(self, key, mse_reference) -> dict[str, tuple]:
         """rec_cos and rec_mse_rel, per modality and as their mean: {metric: Estimate}."""
@@ -156,7 +168,7 @@ def scaled(metric: str, found) -> dict:
     return {"metric": metric, "mean": scale * found.mean, "ci_low": scale * found.low, "ci_high": scale * found.high}
 
 
-def dataset_rows(entry: dict, mse_reference: str) -> list[dict]:
+def dataset_rows(entry: dict, mse_reference: str, conditional_mean: str | None = None) -> list[dict]:
     """The long rows of one dataset: every point and reference, each metric with its interval; the optimum."""
     data = SweepData(entry)
     if not data.seeds(mse_reference):
@@ -170,7 +182,8 @@ def dataset_rows(entry: dict, mse_reference: str) -> list[dict]:
                   "generator_epochs": item.get("generator_epochs", np.nan), "seeds": len(data.seeds(key)),
                   **(training_of(data, key) if point else {GENERATOR_STEPS: np.nan, CONVERGED: np.nan})}
         estimates = {ACC2: data.evidence.estimate((key, ALL_PATTERNS), "avg_patterns", ACC2),
-                     **data.recovery_estimates(key, mse_reference)}
+                     **data.recovery_estimates(key, mse_reference),
+                     **(data.sample_bound(key) if item["run"] == conditional_mean else {})}
         rows += [{**common, **scaled(metric, found)} for metric, found in estimates.items() if found is not None]
     optimum = data.evidence.estimate(OPTIMUM, "avg_patterns", ACC2)
     if optimum is not None:
@@ -209,7 +222,8 @@ def summary(points: pd.DataFrame) -> str:
             lines.append(f"| {ref.iloc[0].label} | – | – | " + " | ".join(
                 _cell(cells[m].iloc[0], 3 if m != ACC2 else 1) if len(cells[m]) else "–" for m in (COSINE, MSE_RATIO, ACC2))
                 + " |")
-        lines += ["", *plateau_lines(runs), *ordering_lines(runs), ""]
+        bound = part[part.metric == SAMPLE_BOUND]
+        lines += ["", *bound_lines(runs, bound), *plateau_lines(runs), *ordering_lines(runs), ""]
     lines += ["Intervals: 95 %, bootstrap over the test rows (and the spread over seeds where there are several). "
               "‡: a training of that point did not converge (its generator stage reached its epochs while a "
               "generator loss still fell, or the stages reached max_epochs).", ""]
@@ -218,6 +232,20 @@ def summary(points: pd.DataFrame) -> str:
 
 def _cell(row, digits: int) -> str:
     return f"{row['mean']:.{digits}f} [{row.ci_low:.{digits}f}, {row.ci_high:.{digits}f}]"
+
+
+def bound_lines(runs: pd.DataFrame, bound: pd.DataFrame) -> list[str]:
+    """Each run's best cosine as a share of what a perfect single sample reaches (when the sweep names the
+    reference that approximates the conditional mean)."""
+    if bound.empty:
+        return []
+    value = bound.iloc[0]
+    lines = [f"A perfect single sample of p(missing | available) reaches a centred cosine of about {_cell(value, 3)} "
+             f"(the square of {value.label}'s, pattern by pattern: {value.label} approximates the conditional mean). "
+             "Each run's best over the budgets, as a share of it:"]
+    for label, group in runs[runs.metric == COSINE].groupby("label", sort=False):
+        lines.append(f"- {label}: {group['mean'].max() / value['mean']:.0%}")
+    return lines + [""]
 
 
 def plateau_lines(runs: pd.DataFrame) -> list[str]:
@@ -255,7 +283,8 @@ def draw(points: pd.DataFrame, mse_reference_label: str, main: str | None):
             part = points[(points.dataset == dataset) & (points.redundancy == redundancy)]
             for col, metric in enumerate(metrics):
                 ax = axes[row, col]
-                draw_panel(ax, part[part.metric == metric], main)
+                shown = part[(part.metric == metric) | ((part.metric == SAMPLE_BOUND) & (metric == COSINE))]
+                draw_panel(ax, shown.assign(kind=shown.kind.where(shown.metric != SAMPLE_BOUND, "sample_bound")), main)
                 if metric == MSE_RATIO:
                     ax.set_yscale("log")  # a ratio; an unconverged sampler's can be hundreds of times the reference's
                 ax.set_title(f"{dataset}, redundancy {redundancy:g}", fontsize=9)
@@ -292,6 +321,9 @@ def draw_panel(ax, part: pd.DataFrame, main: str | None) -> None:
     for _, bound in part[part.kind == "bound"].iterrows():
         ax.axhline(bound["mean"], color="black", linewidth=1.0)
         ax.plot([], [], color="black", label="optimum (Bayes)")
+    for _, bound in part[part.kind == "sample_bound"].iterrows():
+        ax.axhline(bound["mean"], color="black", linewidth=1.0, linestyle=(0, (1, 1)))
+        ax.plot([], [], color="black", linestyle=(0, (1, 1)), label=f"a perfect single sample (≈ {bound.label}²)")
     steps = part[GENERATOR_STEPS].dropna()
     if len(steps) and (steps > 0).all():
         ax.set_xscale("log")
@@ -302,7 +334,8 @@ def draw_panel(ax, part: pd.DataFrame, main: str | None) -> None:
 
 def budget_plot(manifest_path, out: str) -> list[Path]:
     manifest = load_manifest(manifest_path)
-    rows = [row for entry in manifest["datasets"] for row in dataset_rows(entry, manifest["mse_reference"])]
+    rows = [row for entry in manifest["datasets"]
+            for row in dataset_rows(entry, manifest["mse_reference"], manifest.get("conditional_mean"))]
     points = pd.DataFrame(rows)
     reference = points[points.run == manifest["mse_reference"]].label
     fig = draw(points, reference.iloc[0] if len(reference) else manifest["mse_reference"], manifest.get("main"))

@@ -155,11 +155,11 @@ def _check_budget_sweep():
         unknown = [name for name in BUDGET.get(key, []) if name not in TRAINED]
         if unknown:
             raise ValueError(f"budget_sweep.{key} names unknown run(s) {unknown}; configured: {sorted(TRAINED)}")
-    if BUDGET and BUDGET["mse_reference"] not in BUDGET["references"]:
-        raise ValueError(
-            f"budget_sweep.mse_reference {BUDGET['mse_reference']!r} is not one of budget_sweep.references "
-            f"{BUDGET['references']}"
-        )
+    for key in ("mse_reference", "conditional_mean"):
+        if BUDGET.get(key) is not None and BUDGET[key] not in BUDGET["references"]:
+            raise ValueError(
+                f"budget_sweep.{key} {BUDGET[key]!r} is not one of budget_sweep.references {BUDGET['references']}"
+            )
     for name in BUDGET.get("runs", []):
         if _run_config(BUDGET["dataset"], name).model.recovery != "generative":
             raise ValueError(

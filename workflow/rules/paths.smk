@@ -189,7 +189,12 @@ def budget_manifest():
                 "references": references,
             }
         )
-    return {"mse_reference": BUDGET["mse_reference"], "main": MAIN_VARIANT, "datasets": entries}
+    return {
+        "mse_reference": BUDGET["mse_reference"],
+        "conditional_mean": BUDGET.get("conditional_mean"),
+        "main": MAIN_VARIANT,
+        "datasets": entries,
+    }
 
 
 def budget_inputs():

@@ -251,11 +251,16 @@ def bound_lines(runs: pd.DataFrame, bound: pd.DataFrame) -> list[str]:
 def plateau_lines(runs: pd.DataFrame) -> list[str]:
     lines = [f"Generator steps at which the centred cosine reaches {PLATEAU_SHARE:.0%} of its best over the budgets:"]
     for label, group in runs[runs.metric == COSINE].groupby("label", sort=False):
-        steps = plateau_budget(group.sort_values(GENERATOR_STEPS))
-        best = group["mean"].max()
-        lines.append(f"- {label}: " + (f"{steps:.0f} steps (best {best:.3f})" if np.isfinite(steps)
-                                       else f"none (best {best:.3f}, its interval reaches 0: no recovery that "
-                                            "depends on the condition)"))
+        group = group.sort_values("generator_epochs")
+        steps, best = plateau_budget(group), group["mean"].max()
+        if not np.isfinite(steps):
+            lines.append(f"- {label}: none (best {best:.3f}, its interval reaches 0: no recovery that depends on the "
+                         "condition)")
+        elif group["mean"].iloc[-1] == best and group["mean"].iloc[:-1].max() < PLATEAU_SHARE * best:
+            lines.append(f"- {label}: not within the sweep: still rising at its largest budget "
+                         f"({steps:.0f} steps, {best:.3f})")
+        else:
+            lines.append(f"- {label}: {steps:.0f} steps (best {best:.3f})")
     return lines + [""]
 
 
@@ -285,8 +290,11 @@ def draw(points: pd.DataFrame, mse_reference_label: str, main: str | None):
                 ax = axes[row, col]
                 shown = part[(part.metric == metric) | ((part.metric == SAMPLE_BOUND) & (metric == COSINE))]
                 draw_panel(ax, shown.assign(kind=shown.kind.where(shown.metric != SAMPLE_BOUND, "sample_bound")), main)
-                if metric == MSE_RATIO:
+                values = part[part.metric == metric]["mean"]
+                if metric == MSE_RATIO and values.max() > 4 * values.min():
                     ax.set_yscale("log")  # a ratio; an unconverged sampler's can be hundreds of times the reference's
+                    for axis_format in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+                        axis_format(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:.2g}"))
                 ax.set_title(f"{dataset}, redundancy {redundancy:g}", fontsize=9)
                 ax.set_ylabel(METRIC_LABELS[metric].format(reference=mse_reference_label), fontsize=8)
                 ax.set_xlabel("generator optimizer steps (generator stage and stages)", fontsize=8)

@@ -35,7 +35,7 @@ from rohydr.core.vocabulary import CONVERGED, GENERATOR_STEPS, MISSING_PATTERNS,
 from rohydr.reporting.evidence import OPTIMUM, Evidence  # noqa: E402
 from rohydr.reporting.methods import BASELINE_COLORS, MAIN_COLOR, VARIANT_COLORS  # noqa: E402
 from rohydr.reporting.sweep import save_figure  # noqa: E402
-from rohydr.reporting.uncertainty import estimate  # noqa: E402
+from rohydr.reporting.uncertainty import Estimate, estimate  # noqa: E402
 
 PLATEAU_SHARE = 0.9
 # What the sweep reports, in its CSV and its figure's columns.
@@ -122,7 +122,7 @@ class SweepData:
     def seeds(self, key) -> list[int]:
         return sorted(seed for k, seed in self.sources if k == key)
 
-    def sample_bound(self, key) -> dict:
+    def sample_bound(self, key) -> dict[str, Estimate]:
         """What a perfect single sample of p(missing | available) reaches, about: the square of the centred cosine
         of the conditional mean, which `key` approximates (per pattern, then averaged as the cosine is)."""
         counts = self.evidence.counts
@@ -130,7 +130,7 @@ class SweepData:
                  for s in self.seeds(key)]
         return {SAMPLE_BOUND: estimate(np.array([p.mean() for p, _ in found]), np.stack([r.mean(axis=0) for _, r in found]))}
 
-    def recovery_estimates(self, key, mse_reference) -> dict[str, tuple]:
+    def recovery_estimates(self, key, mse_reference) -> dict[str, Estimate]:
         """rec_cos and rec_mse_rel, per modality and as their mean: {metric: Estimate}."""
         counts = self.evidence.counts
         out = {}

@@ -118,6 +118,15 @@ class SweepData:
                 paths[(key, ALL_PATTERNS, item["seed"])] = Path(item["predictions"])
         self.evidence = Evidence.load(entry["masks"], paths, entry.get("optimum"))
         self.recovery = {key: read_recovery(item["predictions"]) for key, item in self.sources.items()}
+        self._values = {}
+
+    def values(self, key, seed: int, kind: str, squared: bool = False):
+        """recovery_values of one source and seed, computed once (the reference's serve every point)."""
+        found = (key, seed, kind, squared)
+        if found not in self._values:
+            self._values[found] = recovery_values(self.recovery[(key, seed)], kind, self.evidence.counts,
+                                                  f"{key} seed {seed}", squared)
+        return self._values[found]
 
     def seeds(self, key) -> list[int]:
         return sorted(seed for k, seed in self.sources if k == key)
@@ -125,23 +134,19 @@ class SweepData:
     def sample_bound(self, key) -> dict[str, Estimate]:
         """What a perfect single sample of p(missing | available) reaches, about: the square of the centred cosine
         of the conditional mean, which `key` approximates (per pattern, then averaged as the cosine is)."""
-        counts = self.evidence.counts
-        found = [recovery_values(self.recovery[(key, s)], "cos", counts, f"{key} seed {s}", squared=True)
-                 for s in self.seeds(key)]
+        found = [self.values(key, seed, "cos", squared=True) for seed in self.seeds(key)]
         return {SAMPLE_BOUND: estimate(np.array([p.mean() for p, _ in found]), np.stack([r.mean(axis=0) for _, r in found]))}
 
     def recovery_estimates(self, key, mse_reference) -> dict[str, Estimate]:
         """rec_cos and rec_mse_rel, per modality and as their mean: {metric: Estimate}."""
-        counts = self.evidence.counts
         out = {}
-        cos = [recovery_values(self.recovery[(key, s)], "cos", counts, f"{key} seed {s}") for s in self.seeds(key)]
-        mse = [recovery_values(self.recovery[(key, s)], "mse", counts, f"{key} seed {s}") for s in self.seeds(key)]
+        cos = [self.values(key, seed, "cos") for seed in self.seeds(key)]
+        mse = [self.values(key, seed, "mse") for seed in self.seeds(key)]
         missing = sorted(set(self.seeds(key)) - set(self.seeds(mse_reference)))
         if missing:
             raise RohydrError(f"budget-plot: dataset {self.entry['dataset']}: no predictions of mse_reference "
                               f"{mse_reference!r} for seed(s) {missing}, which {key} has")
-        ref = [recovery_values(self.recovery[(mse_reference, s)], "mse", counts, f"{mse_reference} seed {s}")
-               for s in self.seeds(key)]
+        ref = [self.values(mse_reference, seed, "mse") for seed in self.seeds(key)]
         for slot, m in enumerate(MODALITIES):
             out[f"{COSINE}_{m}"] = estimate(np.array([p[slot] for p, _ in cos]), np.stack([r[slot] for _, r in cos]))
             out[f"{MSE_RATIO}_{m}"] = estimate(np.array([p[slot] / q[slot] for (p, _), (q, _) in zip(mse, ref)]),
@@ -184,7 +189,8 @@ def dataset_rows(entry: dict, mse_reference: str, conditional_mean: str | None =
         estimates = {ACC2: data.evidence.estimate((key, ALL_PATTERNS), "avg_patterns", ACC2),
                      **data.recovery_estimates(key, mse_reference),
                      **(data.sample_bound(key) if item["run"] == conditional_mean else {})}
-        rows += [{**common, **scaled(metric, found)} for metric, found in estimates.items() if found is not None]
+        rows += [{**common, **scaled(metric, found), **({"kind": "sample_bound"} if metric == SAMPLE_BOUND else {})}
+                 for metric, found in estimates.items() if found is not None]
     optimum = data.evidence.estimate(OPTIMUM, "avg_patterns", ACC2)
     if optimum is not None:
         rows.append({**base, "kind": "bound", "run": "optimum", "label": "optimum", "generator_epochs": np.nan,
@@ -289,7 +295,7 @@ def draw(points: pd.DataFrame, mse_reference_label: str, main: str | None):
             for col, metric in enumerate(metrics):
                 ax = axes[row, col]
                 shown = part[(part.metric == metric) | ((part.metric == SAMPLE_BOUND) & (metric == COSINE))]
-                draw_panel(ax, shown.assign(kind=shown.kind.where(shown.metric != SAMPLE_BOUND, "sample_bound")), main)
+                draw_panel(ax, shown, main)
                 values = part[part.metric == metric]["mean"]
                 if metric == MSE_RATIO and values.max() > 4 * values.min():
                     ax.set_yscale("log")  # a ratio; an unconverged sampler's can be hundreds of times the reference's

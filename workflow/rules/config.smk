@@ -161,10 +161,11 @@ def _check_budget_sweep():
                 f"budget_sweep.{key} {BUDGET[key]!r} is not one of budget_sweep.references {BUDGET['references']}"
             )
     for name in BUDGET.get("runs", []):
-        if _run_config(BUDGET["dataset"], name).model.recovery != "generative":
+        recovery = _run_config(BUDGET["dataset"], name).model.recovery
+        if recovery != "generative":
             raise ValueError(
                 f"budget_sweep.runs: {name!r} has no generator to give steps to (its recovery is "
-                f"{_run_config(BUDGET['dataset'], name).model.recovery!r}); list it in references"
+                f"{recovery!r}); list it in references"
             )
 
 
